@@ -1,0 +1,128 @@
+"""How accelerators plug into the race: four small roles (sampler, filter, pruner, allocator) and the defaults.
+
+Every role is pure and deterministic, optax-style: a role object closes over its hyperparameters,
+its mutable state (if any) is a frozen value carried inside the race state, and each call returns
+the new state instead of mutating anything. The race core imports no accelerator; the caller
+(the CLI) passes them in. Defaults: `RandomSampler` over the search space, no filter, no pruner,
+`RoundRobin` over families.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from igla_jax.search_space import DEFAULT_SPACE, Config, SearchSpace
+from igla_jax.verdict import Verdict
+
+if TYPE_CHECKING:  # the race state type, only for hints (avoids an import cycle)
+    from igla_jax.race import RaceState, Trial
+
+
+@dataclasses.dataclass(frozen=True)
+class Proposal:
+    """What a sampler returns: its new state, the configs, and optionally its current verdict."""
+    state: Any
+    configs: tuple[Config, ...]
+    verdict: Verdict | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Judgement:
+    """A pruner's decision on one trial, with the score that decided it."""
+    prune: bool
+    score: float
+    reason: str
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """Proposes new configs of one family; never re-proposes a config id in race.seen_ids."""
+    name: str
+
+    def init(self, seed: int) -> Any: ...
+
+    def propose(self, state: Any, race: "RaceState", family: str, n: int) -> Proposal: ...
+
+
+@runtime_checkable
+class Filter(Protocol):
+    """Pre-rung filter (V2): `score` runs in the executor (it may compute), `keep` is pure in the race."""
+    name: str
+    verdict: Verdict  # the study's verdict; a filter whose verdict is disabled is never consulted
+
+    def score(self, configs: Sequence[Config]) -> tuple[float, ...]: ...  # higher is better
+
+    def keep(self, configs: Sequence[Config], scores: Sequence[float]) -> tuple[bool, ...]: ...
+
+
+@runtime_checkable
+class Pruner(Protocol):
+    """Vetoes a promotion (V4): judged on the race state and the trial about to be promoted."""
+    name: str
+
+    def judge(self, race: "RaceState", trial: "Trial") -> Judgement: ...
+
+
+@runtime_checkable
+class Allocator(Protocol):
+    """Chooses the family of the next new trial (V6)."""
+    name: str
+
+    def init(self, families: tuple[str, ...]) -> Any: ...
+
+    def next_family(self, state: Any, race: "RaceState") -> tuple[Any, str]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class DrawState:
+    """Sampler state: the seed and how many proposals were made so far."""
+    seed: int
+    draws: int = 0
+
+
+def draw_fresh(rng: np.random.Generator, pick, seen: frozenset[str], n: int,
+               tries: int) -> tuple[Config, ...]:
+    """Up to n configs from `pick(rng)` whose ids are not in `seen` (nor repeated), in `tries` draws."""
+    out: list[Config] = []
+    ids = set(seen)
+    for _ in range(tries):
+        if len(out) == n:
+            break
+        cfg = pick(rng)
+        if cfg.config_id not in ids:
+            ids.add(cfg.config_id)
+            out.append(cfg)
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomSampler:
+    """Uniform over the full 3^7 grid of the family, without repeating a config of the race."""
+    space: SearchSpace = DEFAULT_SPACE
+    name: str = "random"
+
+    def init(self, seed: int) -> DrawState:
+        return DrawState(seed=int(seed))
+
+    def propose(self, state: DrawState, race: "RaceState", family: str, n: int) -> Proposal:
+        rng = np.random.default_rng([state.seed, state.draws])
+        size = self.space.size(family)
+        seen = frozenset(race.seen_ids)
+        pick = lambda r: self.space.config_at(family, int(r.integers(size)))  # noqa: E731
+        configs = draw_fresh(rng, pick, seen, n, tries=20 * size)
+        return Proposal(dataclasses.replace(state, draws=state.draws + 1), configs)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundRobin:
+    """Families in turn: attn, jepa, hybrid, attn, ..."""
+    name: str = "round_robin"
+
+    def init(self, families: tuple[str, ...]) -> int:
+        return 0
+
+    def next_family(self, state: int, race: "RaceState") -> tuple[int, str]:
+        fams = race.config.families
+        return state + 1, fams[state % len(fams)]

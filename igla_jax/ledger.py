@@ -1,0 +1,397 @@
+"""Append-only JSONL ledger: one validated row per event, flushed and fsynced per row.
+
+Crash safety: a crash mid-write can leave a last line without its newline. The reader reports
+and skips such a truncated tail, never merges it. A writer that opens a file ending that way
+first closes the damaged line with a newline and appends a marker line
+`{"ledger_marker": "isolated_truncated_line", "line": N, "ts": ...}`; the reader skips line N
+only when that marker follows it, so any other malformed line is still an error.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import subprocess
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from igla_jax.prereg import repo_root
+
+log = logging.getLogger(__name__)
+
+CANONICAL_LEDGER = repo_root() / "assertions" / "seed_results.jsonl"
+STATUSES = frozenset({"trained", "promoted", "pruned", "diverged", "confirmed", "reproduced"})
+BPB_REQUIRED = frozenset({"trained", "confirmed", "reproduced"})  # these rows carry a measured, finite BPB
+MARKER_KEY = "ledger_marker"
+ISOLATED = "isolated_truncated_line"
+REQUIRED = ("ts", "sha", "dirty", "run_id", "config_id", "config", "family", "seed", "step", "bpb", "status")
+OPTIONAL = ("decided_by", "score", "event_id", "preset", "wall_s", "note", "extra")
+_SHA_RE = re.compile(r"^(?:[0-9a-f]{7,64}|unknown)$")
+
+
+class LedgerError(ValueError):
+    """A ledger row or file is invalid; the message names the file, line and field."""
+
+
+@dataclass(frozen=True)
+class CodeVersion:
+    """The commit of the code that produced a row, and whether the work tree differed from it."""
+    sha: str
+    dirty: bool
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def code_version(repo_dir: str | os.PathLike[str] | None = None) -> CodeVersion:
+    """HEAD sha ("unknown" without git or commits) and dirtiness (untracked files count; unknown -> dirty)."""
+    repo = Path(repo_dir) if repo_dir is not None else repo_root()
+    head = _git(repo, "rev-parse", "--verify", "-q", "HEAD")
+    sha = head.stdout.strip().lower() if head is not None and head.returncode == 0 else ""
+    status = _git(repo, "status", "--porcelain")
+    clean = status is not None and status.returncode == 0 and not status.stdout.strip()
+    if not _SHA_RE.match(sha) or sha == "unknown":
+        return CodeVersion("unknown", True)
+    return CodeVersion(sha, not clean)
+
+
+def utc_now() -> str:
+    """Current time as ISO 8601 UTC with microseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One ledger row; `to_dict()` gives its JSON form (optional fields left out when None)."""
+    run_id: str
+    config_id: str
+    config: Mapping[str, Any]
+    family: str
+    seed: int
+    step: int
+    bpb: float | None
+    status: str
+    sha: str
+    dirty: bool
+    ts: str = field(default_factory=utc_now)
+    decided_by: str | None = None
+    score: float | Mapping[str, Any] | None = None
+    event_id: int | None = None
+    preset: str | None = None
+    wall_s: float | None = None
+    note: str | None = None
+    extra: Mapping[str, Any] | None = None
+
+    @classmethod
+    def stamped(cls, version: CodeVersion, **fields: Any) -> "LedgerRow":
+        """A row stamped with a CodeVersion's sha and dirty flag."""
+        return cls(sha=version.sha, dirty=version.dirty, **fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in REQUIRED}
+        d.update({k: getattr(self, k) for k in OPTIONAL if getattr(self, k) is not None})
+        return d
+
+
+def _nonempty_str(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_ts(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return "must be an ISO 8601 UTC string"
+    try:
+        t = datetime.fromisoformat(v)
+    except ValueError:
+        return f"is not ISO 8601: {v!r}"
+    if t.utcoffset() != timedelta(0):
+        return f"must be UTC (offset +00:00 or Z), got {v!r}"
+    return None
+
+
+def _check_score(v: Any) -> str | None:
+    if _is_num(v):
+        return None if math.isfinite(v) else f"must be finite, got {v!r}"
+    if isinstance(v, dict) and v:
+        for k, x in v.items():
+            if not isinstance(k, str):
+                return f"keys must be strings, got {k!r}"
+            if _is_num(x) and not math.isfinite(x):
+                return f"entry {k!r} must be finite (or null), got {x!r}"
+            if not (x is None or isinstance(x, (str, bool)) or _is_num(x)):
+                return f"entry {k!r} must be a number, string, bool or null, got {type(x).__name__}"
+        return None
+    return f"must be a finite number or a non-empty object of scores, got {v!r}"
+
+
+def _field_errors(d: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(field, what is wrong) for the first invalid field of a row dict, or None."""
+    for k in REQUIRED:
+        if k not in d:
+            return k, "is missing"
+    unknown = sorted(set(d) - set(REQUIRED) - set(OPTIONAL))
+    if unknown:
+        return unknown[0], "is not a ledger field (put free-form data under 'extra')"
+    checks: list[tuple[str, bool, str]] = [
+        ("sha", isinstance(d["sha"], str) and bool(_SHA_RE.match(d["sha"])), "must be a lowercase hex sha or 'unknown'"),
+        ("dirty", isinstance(d["dirty"], bool), "must be true or false"),
+        ("run_id", _nonempty_str(d["run_id"]), "must be a non-empty string"),
+        ("config_id", _nonempty_str(d["config_id"]), "must be a non-empty string"),
+        ("config", isinstance(d["config"], dict), "must be an object"),
+        ("family", _nonempty_str(d["family"]), "must be a non-empty string"),
+        ("seed", _is_int(d["seed"]), "must be an integer"),
+        ("step", _is_int(d["step"]) and d["step"] >= 0, "must be an integer >= 0"),
+        ("status", d["status"] in STATUSES, f"must be one of {sorted(STATUSES)}"),
+        ("bpb", d["bpb"] is None or (_is_num(d["bpb"]) and math.isfinite(d["bpb"])), "must be a finite number or null"),
+    ]
+    for name, ok, what in checks:
+        if not ok:
+            return name, f"{what}, got {d[name]!r}"
+    bad_ts = _check_ts(d["ts"])
+    if bad_ts:
+        return "ts", bad_ts
+    status = d["status"]
+    if status in BPB_REQUIRED and d["bpb"] is None:
+        return "bpb", f"status '{status}' needs a measured finite bpb, got null"
+    if status == "diverged" and d["bpb"] is not None:
+        return "bpb", f"status 'diverged' must have bpb null, got {d['bpb']!r}"
+    if status == "pruned":
+        for k in ("decided_by", "score"):
+            if d.get(k) is None:
+                return k, "is required on a pruned row (which rule pruned it, and with what score)"
+    if d.get("decided_by") is not None and not _nonempty_str(d["decided_by"]):
+        return "decided_by", f"must be a non-empty string, got {d['decided_by']!r}"
+    if d.get("score") is not None:
+        bad = _check_score(d["score"])
+        if bad:
+            return "score", bad
+    if d.get("event_id") is not None and not (_is_int(d["event_id"]) and d["event_id"] >= 0):
+        return "event_id", f"must be an integer >= 0, got {d['event_id']!r}"
+    if d.get("wall_s") is not None and not (_is_num(d["wall_s"]) and math.isfinite(d["wall_s"]) and d["wall_s"] >= 0):
+        return "wall_s", f"must be a finite number >= 0, got {d['wall_s']!r}"
+    for k in ("preset", "note"):
+        if d.get(k) is not None and not isinstance(d[k], str):
+            return k, f"must be a string, got {d[k]!r}"
+    if d.get("extra") is not None and not isinstance(d["extra"], dict):
+        return "extra", f"must be an object, got {d['extra']!r}"
+    return None
+
+
+def normalize_row(row: LedgerRow | Mapping[str, Any]) -> dict[str, Any]:
+    """Row as a validated dict; a NaN/inf bpb becomes null, allowed only with status 'diverged'."""
+    d = row.to_dict() if isinstance(row, LedgerRow) else dict(row)
+    bpb = d.get("bpb")
+    if _is_num(bpb) and not math.isfinite(bpb):
+        if d.get("status") != "diverged":
+            raise LedgerError(f"field 'bpb': non-finite value {bpb!r} is allowed only with status 'diverged', "
+                              f"got status {d.get('status')!r}")
+        d["bpb"] = None
+    bad = _field_errors(d)
+    if bad:
+        raise LedgerError(f"field '{bad[0]}' {bad[1]}")
+    try:
+        json.dumps(d, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise LedgerError(f"row is not strict JSON: {e}") from None
+    return d
+
+
+def _strict_json(text: str) -> Any:
+    def reject(name: str) -> Any:
+        raise ValueError(f"non-standard JSON constant {name}")
+    return json.loads(text, parse_constant=reject)
+
+
+@dataclass(frozen=True)
+class LedgerRead:
+    """Validated rows of a ledger, with any truncated tail and isolated damaged lines reported."""
+    rows: list[dict[str, Any]]
+    truncated_tail: str | None
+    path: Path
+    isolated_lines: tuple[int, ...] = ()
+
+
+def _parse_line(text: str) -> tuple[Any, str | None]:
+    try:
+        return _strict_json(text), None
+    except ValueError as e:
+        return None, f"not valid JSON ({e})"
+
+
+def _is_marker(obj: Any) -> bool:
+    return isinstance(obj, dict) and MARKER_KEY in obj
+
+
+def read_ledger(path: str | os.PathLike[str], *, missing_ok: bool = False) -> LedgerRead:
+    """Reads and validates every line; raises LedgerError naming file and line of a bad one.
+
+    A last line without its newline that is not valid JSON is a crash's truncated tail: it is
+    reported (warning + `truncated_tail`) and skipped. Event ids must not decrease within a run.
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        if missing_ok:
+            return LedgerRead([], None, p)
+        raise LedgerError(f"{p}: ledger file not found") from None
+    chunks = raw.split(b"\n")
+    tail = chunks.pop()  # b"" when the file ends with a newline
+    truncated: str | None = None
+    parsed: list[tuple[Any, str | None]] = []
+    for chunk in chunks:
+        try:
+            parsed.append(_parse_line(chunk.decode("utf-8")))
+        except UnicodeDecodeError as e:
+            parsed.append((None, f"not UTF-8 ({e})"))
+    if tail:
+        text = tail.decode("utf-8", errors="replace")
+        obj, err = _parse_line(text)
+        if err is None:
+            parsed.append((obj, None))  # complete JSON, only its newline is missing
+        else:
+            truncated = text
+            msg = f"{p}: line {len(chunks) + 1} is a truncated last line (crash mid-write?), skipped: {text[:80]!r}"
+            warnings.warn(msg, stacklevel=2)
+            log.warning(msg)
+    rows: list[dict[str, Any]] = []
+    isolated: list[int] = []
+    last_event: dict[str, int] = {}
+    for i, (obj, err) in enumerate(parsed):
+        lineno = i + 1
+        nxt = parsed[i + 1][0] if i + 1 < len(parsed) else None
+        if err is not None:
+            if _is_marker(nxt) and nxt.get(MARKER_KEY) == ISOLATED and nxt.get("line") == lineno:
+                isolated.append(lineno)
+                continue
+            raise LedgerError(f"{p}: line {lineno}: {err}")
+        if _is_marker(obj):
+            if obj.get(MARKER_KEY) != ISOLATED or obj.get("line") != lineno - 1 or lineno - 1 not in isolated:
+                raise LedgerError(f"{p}: line {lineno}: marker {obj!r} does not follow the damaged line it names")
+            continue
+        if not isinstance(obj, dict):
+            raise LedgerError(f"{p}: line {lineno}: a row must be a JSON object, got {type(obj).__name__}")
+        bad = _field_errors(obj)
+        if bad:
+            raise LedgerError(f"{p}: line {lineno}: field '{bad[0]}' {bad[1]}")
+        eid = obj.get("event_id")
+        if eid is not None:
+            if eid < last_event.get(obj["run_id"], -1):
+                raise LedgerError(f"{p}: line {lineno}: field 'event_id' {eid} is below the run's previous "
+                                  f"event id {last_event[obj['run_id']]} (run {obj['run_id']!r})")
+            last_event[obj["run_id"]] = eid
+        rows.append(obj)
+    return LedgerRead(rows, truncated, p, tuple(isolated))
+
+
+def _is_canonical(p: Path) -> bool:
+    try:
+        return p.resolve() == CANONICAL_LEDGER.resolve()
+    except OSError:
+        return False
+
+
+class Ledger:
+    """Append-only writer: validates each row, writes one JSON line, flushes and fsyncs it.
+
+    Refuses the canonical ledger (assertions/seed_results.jsonl) unless canonical_ok=True.
+    Event ids must not decrease within a run (checked against the rows already in the file).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, canonical_ok: bool = False):
+        self.path = Path(path)
+        if _is_canonical(self.path) and not canonical_ok:
+            raise LedgerError(f"{self.path}: refusing to write the canonical ledger without canonical_ok=True")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LedgerError(f"{self.path}: cannot create the ledger's directory: {e}") from None
+        existed = self.path.exists()
+        read = read_ledger(self.path, missing_ok=True)
+        self.truncated_tail = read.truncated_tail
+        self._last_event: dict[str, int] = {}
+        for r in read.rows:
+            if r.get("event_id") is not None:
+                self._last_event[r["run_id"]] = r["event_id"]
+        self._repair_tail()
+        if not existed:
+            self._write(b"")
+            _fsync_dir(self.path.parent)
+
+    def _repair_tail(self) -> None:
+        """Ends an unterminated last line; a damaged one gets an isolation marker after it."""
+        size = self.path.stat().st_size if self.path.exists() else 0
+        if size == 0:
+            return
+        with open(self.path, "rb") as f:
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+        fix = b"\n"
+        if self.truncated_tail is not None:
+            n_lines = self.path.read_bytes().count(b"\n") + 1
+            marker = {MARKER_KEY: ISOLATED, "line": n_lines, "ts": utc_now()}
+            fix += json.dumps(marker).encode() + b"\n"
+            msg = f"{self.path}: isolated truncated line {n_lines} with a marker; new rows start on a fresh line"
+            warnings.warn(msg, stacklevel=3)
+            log.warning(msg)
+        self._write(fix)
+
+    def _write(self, data: bytes) -> None:
+        with open(self.path, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def last_event_id(self, run_id: str) -> int | None:
+        """Largest event id recorded for run_id (None if none)."""
+        return self._last_event.get(run_id)
+
+    def append(self, row: LedgerRow | Mapping[str, Any]) -> dict[str, Any]:
+        """Validates and durably appends one row; returns the dict written."""
+        try:
+            d = normalize_row(row)
+        except LedgerError as e:
+            raise LedgerError(f"{self.path}: new row: {e}") from None
+        eid = d.get("event_id")
+        if eid is not None:
+            prev = self._last_event.get(d["run_id"])
+            if prev is not None and eid < prev:
+                raise LedgerError(f"{self.path}: new row: field 'event_id' {eid} is below the run's previous "
+                                  f"event id {prev} (run {d['run_id']!r})")
+            self._last_event[d["run_id"]] = eid
+        self._write(json.dumps(d, allow_nan=False, separators=(",", ":")).encode("utf-8") + b"\n")
+        return d
+
+
+def _fsync_dir(d: Path) -> None:
+    """Makes a new file's directory entry durable (best effort: not every OS allows it)."""
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+

@@ -1,0 +1,41 @@
+"""`attn`: a pre-norm causal transformer (nanoGPT-shaped, muP-parametrized)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from igla_jax.models.config import ModelConfig
+from igla_jax.models.layers import CausalSelfAttention, Embed, Mlp, Readout, Residual
+
+
+class AttnBlock(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BxLxD: jax.Array, *, train: bool) -> jax.Array:
+        x = Residual(self.cfg, CausalSelfAttention(self.cfg), "attn", name="attn_res")(x_BxLxD, train=train)
+        return Residual(self.cfg, Mlp(self.cfg), "mlp", name="mlp_res")(x, train=train)
+
+
+class Encoder(nn.Module):
+    """Embedding and `depth` attention blocks: tokens x_BxL -> hidden states h_BxLxD."""
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BxL: jax.Array, *, train: bool = False) -> jax.Array:
+        h = Embed(self.cfg, name="embed")(x_BxL)
+        self.sow("intermediates", "embedding", jnp.mean(jnp.abs(h)))
+        for i in range(self.cfg.depth):
+            h = AttnBlock(self.cfg, name=f"block{i}")(h, train=train)
+        self.sow("intermediates", "final_hidden", jnp.mean(jnp.abs(h)))
+        return h
+
+
+class AttnLM(nn.Module):
+    """Causal transformer language model: tokens -> logits_BxLxV."""
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BxL: jax.Array, *, train: bool = False) -> jax.Array:
+        return Readout(self.cfg, name="readout")(Encoder(self.cfg, name="encoder")(x_BxL, train=train))

@@ -1,0 +1,63 @@
+"""Model configuration: a frozen dataclass validated at construction."""
+from __future__ import annotations
+
+import dataclasses
+
+FAMILIES = ("attn", "jepa", "hybrid")
+PARAMETRIZATIONS = ("mup", "sp")
+
+
+class ConfigError(ValueError):
+    """A configuration value a user chose is invalid; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Shape and parametrization of one model; every field is validated in __post_init__."""
+    family: str = "attn"
+    width: int = 128
+    depth: int = 4
+    context: int = 64
+    head_dim: int = 32
+    d_base: int = 128          # muP base width: m = width / d_base
+    vocab: int = 256
+    param: str = "mup"         # "mup" or "sp" (standard parametrization, the coord-check control)
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    jepa_lambda: float = 0.5   # weight of the latent loss (jepa only)
+    ema_beta: float = 0.99     # target-encoder EMA decay (jepa only)
+    jepa_horizon: int = 1      # the predictor predicts the target latent this many bytes ahead
+    alpha_in: float = 1.0
+    alpha_out: float = 1.0
+    alpha_attn: float = 1.0
+
+    def __post_init__(self) -> None:
+        def bad(field: str, why: str) -> ConfigError:
+            return ConfigError(f"ModelConfig.{field}={getattr(self, field)!r}: {why}")
+        if self.family not in FAMILIES:
+            raise bad("family", f"unknown model family; choose one of {', '.join(FAMILIES)}")
+        if self.param not in PARAMETRIZATIONS:
+            raise bad("param", f"choose one of {', '.join(PARAMETRIZATIONS)}")
+        for f in ("width", "depth", "context", "head_dim", "d_base", "vocab", "mlp_ratio", "jepa_horizon"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise bad(f, "must be a positive integer")
+        if self.width % self.head_dim:
+            raise bad("width", f"must be a multiple of head_dim={self.head_dim} (heads grow with width, "
+                               "the head dimension stays fixed under muP)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise bad("dropout", "must lie in [0, 1)")
+        if not 0.0 < self.ema_beta < 1.0:
+            raise bad("ema_beta", "must lie in (0, 1)")
+        if self.jepa_lambda < 0:
+            raise bad("jepa_lambda", "must be >= 0")
+        if self.family == "jepa" and self.jepa_horizon >= self.context:
+            raise bad("jepa_horizon", f"must be smaller than context={self.context}")
+
+    @property
+    def heads(self) -> int:
+        return self.width // self.head_dim
+
+    def shape_key(self) -> tuple:
+        """Everything that fixes array shapes and the compiled program (population grouping key)."""
+        return dataclasses.astuple(self)

@@ -1,0 +1,281 @@
+"""The race's frozen values: configuration, state, events (executor -> race) and actions (race -> executor)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Union
+
+from igla_jax.models.config import FAMILIES
+from igla_jax.search_space import Config
+from igla_jax.verdict import Verdict
+
+
+class RaceError(RuntimeError):
+    """An event does not fit the race state (a replay mismatch or an executor bug)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RaceConfig:
+    """Everything the pure race needs; rungs/eta/seeds/tolerance come from the preregistration."""
+    rungs: tuple[int, ...]
+    eta: int
+    seed: int
+    max_trials: int
+    victory_seeds: tuple[int, ...]
+    reproduce_tol: float
+    families: tuple[str, ...] = FAMILIES
+    workers: int = 1          # Train actions outstanding at once (population batching)
+    score_pool: int = 10      # candidates per filter Score action
+    confirm: bool = True      # confirm + reproduce the champion after the last rung
+
+    def __post_init__(self) -> None:
+        r = tuple(int(x) for x in self.rungs)
+        if not r or any(x < 1 for x in r) or list(r) != sorted(set(r)):
+            raise ValueError(f"RaceConfig.rungs={self.rungs!r}: need strictly increasing positive steps")
+        object.__setattr__(self, "rungs", r)
+        object.__setattr__(self, "victory_seeds", tuple(int(s) for s in self.victory_seeds))
+        object.__setattr__(self, "families", tuple(self.families))
+        if self.eta < 2:
+            raise ValueError(f"RaceConfig.eta={self.eta!r}: must be >= 2")
+        for f in ("max_trials", "workers", "score_pool"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"RaceConfig.{f}={getattr(self, f)!r}: must be >= 1")
+        bad = [f for f in self.families if f not in FAMILIES]
+        if bad or not self.families or len(set(self.families)) != len(self.families):
+            raise ValueError(f"RaceConfig.families={self.families!r}: distinct names from {FAMILIES}")
+        if not self.reproduce_tol >= 0:
+            raise ValueError(f"RaceConfig.reproduce_tol={self.reproduce_tol!r}: must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class Counters:
+    """Race-wide tallies (the budget counters): events seen, trials started, pruned, diverged, steps, cost."""
+    events: int = 0
+    started: int = 0
+    pruned: int = 0
+    diverged: int = 0
+    steps: int = 0
+    cost_s: float = 0.0
+
+    def add(self, **kw: Any) -> "Counters":
+        return dataclasses.replace(self, **{k: getattr(self, k) + v for k, v in kw.items()})
+
+
+@dataclasses.dataclass(frozen=True)
+class RungResult:
+    """A trial's measurement at one rung; bpb None means it diverged."""
+    rung: int
+    step: int
+    bpb: float | None
+    cost_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    """One config on one seed climbing the rungs; status in running/waiting/done/diverged/pruned."""
+    trial_id: str
+    config: Config
+    seed: int
+    status: str
+    results: tuple[RungResult, ...] = ()
+
+    @property
+    def rung(self) -> int:
+        """Highest rung index completed (-1 before the first)."""
+        return len(self.results) - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedRun:
+    """A from-scratch run of the champion: kind confirm (other seed) or reproduce (own seed)."""
+    kind: str
+    seed: int
+    step: int
+    bpb: float | None
+    cost_s: float
+    status: str
+
+
+# ---------------------------------------------------------------- events (executor -> race)
+@dataclasses.dataclass(frozen=True)
+class Start:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class RungDone:
+    action_id: int
+    trial_id: str
+    rung: int
+    step: int
+    bpb: float | None
+    cost_s: float
+    status: str  # "ok" | "diverged"
+
+
+@dataclasses.dataclass(frozen=True)
+class Scored:
+    action_id: int
+    scores: tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetExhausted:
+    reason: str = "wall-clock budget"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfirmDone:
+    action_id: int
+    seed: int
+    step: int
+    bpb: float | None
+    cost_s: float
+    status: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ReproduceDone:
+    action_id: int
+    seed: int
+    step: int
+    bpb: float | None
+    cost_s: float
+    status: str
+
+
+Event = Union[Start, RungDone, Scored, BudgetExhausted, ConfirmDone, ReproduceDone]
+
+
+# ---------------------------------------------------------------- actions (race -> executor)
+@dataclasses.dataclass(frozen=True)
+class Train:
+    """Train trial_id from from_step (from_checkpoint, or scratch when None) to to_step, then evaluate."""
+    action_id: int
+    trial_id: str
+    config: Config
+    seed: int
+    rung: int
+    from_step: int
+    to_step: int
+    total_steps: int              # lr-schedule horizon: the final rung, so continuing == one long run
+    from_checkpoint: str | None   # logical name "<trial>/step_<n>"
+    save_checkpoint: str | None
+    promoted_by: str | None       # "asha" when this continues a promoted trial
+    promoted_score: float | None  # the rung bpb that earned the promotion
+
+
+@dataclasses.dataclass(frozen=True)
+class Prune:
+    """Stop trial_id (or drop a candidate config when trial_id is ''), with who decided and the score."""
+    action_id: int
+    trial_id: str
+    config: Config
+    seed: int
+    step: int
+    bpb: float | None
+    reason: str
+    decided_by: str
+    score: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Confirm:
+    action_id: int
+    config: Config
+    seed: int
+    to_step: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Reproduce:
+    action_id: int
+    config: Config
+    seed: int
+    to_step: int
+    original_bpb: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    action_id: int
+    family: str
+    candidates: tuple[Config, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class RaceSummary:
+    """What the race knows at the end (or now): champion, its seed runs, tallies, verdicts."""
+    phase: str
+    stopped_by: str | None
+    champion: str | None
+    champion_config: Config | None
+    champion_bpb: float | None
+    champion_step: int | None
+    seed_runs: tuple[SeedRun, ...]
+    reproduced: bool | None
+    counters: Counters
+    occupancy: tuple[int, ...]   # trials whose highest completed rung is k
+    running: tuple[int, ...]     # Train actions outstanding per rung
+    verdicts: tuple[tuple[str, Verdict], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Finish:
+    action_id: int
+    summary: RaceSummary
+
+
+Action = Union[Train, Prune, Confirm, Reproduce, Score, Finish]
+
+
+@dataclasses.dataclass(frozen=True)
+class RaceState:
+    """The whole search state; rung membership, counters and plugin states all live here."""
+    config: RaceConfig
+    phase: str                         # init | asha | confirm | finished
+    trials: tuple[Trial, ...]
+    outstanding: tuple[Action, ...]    # actions awaiting their event
+    queue: tuple[Config, ...]          # filter-kept configs waiting for a worker
+    seen_ids: frozenset[str]           # every config id ever proposed (never re-proposed)
+    exhausted: tuple[str, ...]         # families the sampler has nothing left for
+    next_action_id: int
+    counters: Counters
+    sampler_state: Any
+    allocator_state: Any
+    verdicts: tuple[tuple[str, Verdict], ...]
+    champion: str | None
+    seed_runs: tuple[SeedRun, ...]
+    stopped_by: str | None
+
+    def trial(self, trial_id: str) -> Trial:
+        for t in self.trials:
+            if t.trial_id == trial_id:
+                return t
+        raise KeyError(trial_id)
+
+
+def summarize(state: RaceState) -> RaceSummary:
+    """The summary of a state (pure): used for the Finish action and for live progress."""
+    n = len(state.config.rungs)
+    occ = [0] * n
+    for t in state.trials:
+        if t.rung >= 0:
+            occ[t.rung] += 1
+    run = [0] * n
+    for a in state.outstanding:
+        if isinstance(a, Train):
+            run[a.rung] += 1
+    champ = state.trial(state.champion) if state.champion else None
+    rep = [r for r in state.seed_runs if r.kind == "reproduce"]
+    reproduced = None
+    if champ is not None and rep:
+        b = rep[0].bpb
+        reproduced = b is not None and math.isfinite(b) and abs(b - champ.results[-1].bpb) <= state.config.reproduce_tol
+    return RaceSummary(
+        phase=state.phase, stopped_by=state.stopped_by, champion=state.champion,
+        champion_config=champ.config if champ else None,
+        champion_bpb=champ.results[-1].bpb if champ else None,
+        champion_step=champ.results[-1].step if champ else None,
+        seed_runs=state.seed_runs, reproduced=reproduced, counters=state.counters,
+        occupancy=tuple(occ), running=tuple(run), verdicts=state.verdicts)
