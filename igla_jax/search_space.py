@@ -19,8 +19,10 @@ Context is deliberately not a lever: it is fixed per race preset because the val
 configs with different contexts would be compared on different evaluation windows; it also sets
 the cost per step, which ASHA's equal-step rungs assume comparable.
 
-Presets may shrink the space (smaller widths and depths on CPU) by passing another `SearchSpace`;
-every lever keeps exactly three values.
+Presets may shrink the space (smaller widths and depths on CPU) by passing another `SearchSpace`.
+The full and quick presets keep three values per lever; the smoke preset pins the levers that
+change the compiled program (width, depth, dropout, the jepa EMA beta) to one value each, so a
+smoke race compiles one program per family and runs in seconds.
 """
 from __future__ import annotations
 
@@ -146,8 +148,9 @@ class SearchSpace:
     def __post_init__(self) -> None:
         for f in ("width", "depth", "lr", "beta1", "ema_beta", "warmup", "wd", "dropout"):
             v = tuple(getattr(self, f))
-            if len(v) != 3 or len(set(v)) != 3 or list(v) != sorted(v):
-                raise SearchSpaceError(f"SearchSpace.{f}={v!r}: needs three distinct increasing values")
+            if len(v) not in (1, 3) or len(set(v)) != len(v) or list(v) != sorted(v):
+                raise SearchSpaceError(f"SearchSpace.{f}={v!r}: needs three distinct increasing values "
+                                       "(or one, to pin the lever)")
             object.__setattr__(self, f, v)
         bad = [w for w in self.width if w % self.head_dim]
         if bad:
@@ -155,7 +158,7 @@ class SearchSpace:
                                    f"head_dim={self.head_dim}")
         # Building one config per extreme validates every value's range once.
         for fam in FAMILIES:
-            for i in (0, 2):
+            for i in (0, -1):
                 Config(fam, *(vals[i] for vals in self.values(fam)))
 
     def values(self, family: str) -> tuple[tuple, ...]:

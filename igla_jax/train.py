@@ -227,3 +227,70 @@ def run_trial(model_cfg: ModelConfig, train_cfg: TrainConfig, *, to_step: int,
     if save_checkpoint is not None:
         ckpt.save(save_checkpoint, state, model_cfg, train_cfg)
     return TrialResult(bpb, "ok", int(state.step), n, tokens / max(wall, 1e-9), wall, bits)
+
+
+def stack_states(states: list[TrainState]) -> TrainState:
+    """Stacks same-shape states along a new leading trial axis."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
+
+
+def unstack_state(pop: TrainState, i: int) -> TrainState:
+    return jax.tree_util.tree_map(lambda x: x[i], pop)
+
+
+def run_population(model_cfg: ModelConfig, train_cfgs: list[TrainConfig], *, to_step: int,
+                   from_checkpoints: list[str | Path | None] | None = None,
+                   save_checkpoints: list[str | Path | None] | None = None,
+                   progress: ProgressFn | None = None) -> list[TrialResult]:
+    """Trains same-shape trials (differing in lr, betas, wd, warmup, horizon or seed) as one vmapped program.
+
+    Each trial sees exactly the batches and updates it would see alone; a trial that diverges is
+    reported "diverged" while the others go on (its NaNs stay in its own slice).
+    """
+    n = len(train_cfgs)
+    if n == 0:
+        return []
+    batches = {tc.batch for tc in train_cfgs}
+    if len(batches) != 1:
+        raise ConfigError(f"run_population: trials differ in batch size {sorted(batches)}; shapes must match")
+    batch = batches.pop()
+    from_checkpoints = from_checkpoints or [None] * n
+    save_checkpoints = save_checkpoints or [None] * n
+    states = []
+    for tc, src in zip(train_cfgs, from_checkpoints):
+        st = init_state(model_cfg, tc)
+        states.append(ckpt.restore(src, st, model_cfg, tc) if src is not None else st)
+    starts = [int(s.step) for s in states]
+    if max(starts) > to_step:
+        raise ConfigError(f"run_population: a checkpoint is past to_step={to_step} (steps {starts})")
+    pop = stack_states(states)
+    train_N = jnp.asarray(splits()[0])
+    end = jnp.asarray(to_step, jnp.int32)
+    alive = np.ones(n, bool)
+    t0 = time.perf_counter()
+    bits = np.full(n, np.nan)
+    while int(jnp.min(pop.step)) < to_step:
+        pop, trace = population_chunk(pop, train_N, end, batch)
+        tr = np.asarray(trace)
+        for i in range(n):
+            if alive[i]:
+                finite, bits[i] = _summarise(tr[i])
+                alive[i] = finite
+        if progress is not None:
+            progress(int(jnp.min(pop.step)), to_step, float(np.nanmean(bits)))
+        if not alive.any():
+            break
+    jax.block_until_ready(pop.params)
+    wall = time.perf_counter() - t0
+    results = []
+    for i, tc in enumerate(train_cfgs):
+        st = unstack_state(pop, i)
+        nparams = count_params(st.params)
+        tps = (to_step - starts[i]) * batch * model_cfg.context / max(wall, 1e-9) / n
+        if not alive[i]:
+            results.append(TrialResult(float("nan"), "diverged", int(st.step), nparams, tps, wall, float(bits[i])))
+            continue
+        if save_checkpoints[i] is not None:
+            ckpt.save(save_checkpoints[i], st, model_cfg, tc)
+        results.append(TrialResult(validation_bpb(st), "ok", int(st.step), nparams, tps, wall, float(bits[i])))
+    return results

@@ -14,8 +14,8 @@ class AttnBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxLxD: jax.Array, *, train: bool) -> jax.Array:
-        x = Residual(self.cfg, CausalSelfAttention(self.cfg), "attn", name="attn_res")(x_BxLxD, train=train)
-        return Residual(self.cfg, Mlp(self.cfg), "mlp", name="mlp_res")(x, train=train)
+        x = Residual(self.cfg, CausalSelfAttention(self.cfg, name="attn"), "attn", name="attn_res")(x_BxLxD, train=train)
+        return Residual(self.cfg, Mlp(self.cfg, name="mlp"), "mlp", name="mlp_res")(x, train=train)
 
 
 class Encoder(nn.Module):

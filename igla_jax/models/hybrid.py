@@ -47,8 +47,8 @@ class RecurrentBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxLxD: jax.Array, *, train: bool) -> jax.Array:
-        x = Residual(self.cfg, GatedRecurrence(self.cfg), "mixer", name="mixer_res")(x_BxLxD, train=train)
-        return Residual(self.cfg, Mlp(self.cfg), "mlp", name="mlp_res")(x, train=train)
+        x = Residual(self.cfg, GatedRecurrence(self.cfg, name="mixer"), "mixer", name="mixer_res")(x_BxLxD, train=train)
+        return Residual(self.cfg, Mlp(self.cfg, name="mlp"), "mlp", name="mlp_res")(x, train=train)
 
 
 class HybridLM(nn.Module):

@@ -48,16 +48,17 @@ class CausalSelfAttention(nn.Module):
         cfg = self.cfg
         B, L, D = x_BxLxD.shape
         H, K = cfg.heads, cfg.head_dim
-        q_BxLxHxK = dense(cfg, D, Role.QUERY, "q")(x_BxLxD).reshape(B, L, H, K)
+        def heads(t_BxLxD: jax.Array) -> jax.Array:
+            return t_BxLxD.reshape(B, L, H, K).transpose(0, 2, 1, 3)
+        q_BxHxLxK = heads(dense(cfg, D, Role.QUERY, "q")(x_BxLxD))
         kv_BxLx2D = dense(cfg, 2 * D, Role.HIDDEN, "kv")(x_BxLxD)
-        k_BxLxHxK = kv_BxLx2D[..., :D].reshape(B, L, H, K)
-        v_BxLxHxK = kv_BxLx2D[..., D:].reshape(B, L, H, K)
+        k_BxHxLxK, v_BxHxLxK = heads(kv_BxLx2D[..., :D]), heads(kv_BxLx2D[..., D:])
         scale = attn_scale(K, param=cfg.param, alpha_attn=cfg.alpha_attn)
-        s_BxHxLxL = jnp.einsum("bqhk,bshk->bhqs", q_BxLxHxK, k_BxLxHxK) * scale
+        s_BxHxLxL = (q_BxHxLxK @ k_BxHxLxK.transpose(0, 1, 3, 2)) * scale
         causal_LxL = jnp.tril(jnp.ones((L, L), dtype=bool))
         s_BxHxLxL = jnp.where(causal_LxL, s_BxHxLxL, jnp.finfo(s_BxHxLxL.dtype).min)
         p_BxHxLxL = jax.nn.softmax(s_BxHxLxL, axis=-1)
-        o_BxLxD = jnp.einsum("bhqs,bshk->bqhk", p_BxHxLxL, v_BxLxHxK).reshape(B, L, D)
+        o_BxLxD = (p_BxHxLxL @ v_BxHxLxK).transpose(0, 2, 1, 3).reshape(B, L, D)
         return dense(cfg, D, Role.HIDDEN, "o")(o_BxLxD)
 
 

@@ -1,0 +1,74 @@
+"""The main job: python -m experiments.race --seed 42 [--preset smoke|quick|full] [--out DIR] [--budget 2h] [--resume].
+
+ASHA over three families and seven levers with the V5 phi-grid sampler (its falsifier restores the
+full grid), an fsynced ledger under --out, a SQLite leaderboard, kill -9 safe --resume, and the
+pre-registered victory verdict at the end. Environment: IGLA_JAX_CACHE sets the persistent XLA
+compilation cache (default ~/.cache/igla_jax/xla; empty disables it).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m experiments.race", description=__doc__.split("\n\n")[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=42, help="race seed: sampling and every trial's training seed (default 42)")
+    ap.add_argument("--preset", choices=("smoke", "quick", "full"), default="full",
+                    help="smoke: seconds (tests); quick: ~15 min on 2 CPU cores; full: pre-registered rungs (default)")
+    ap.add_argument("--out", type=Path, default=None, help="run directory (default runs/race-<seed>-<preset>)")
+    ap.add_argument("--budget", default=None, help="wall-clock limit, e.g. 90s, 15m, 2h: stop cleanly, --resume later")
+    ap.add_argument("--resume", action="store_true", help="continue the race recorded in --out's ledger")
+    ap.add_argument("--sampler", choices=("phi", "random"), default="phi",
+                    help="phi: V5 phi-grid with its falsifier (default); random: the full grid")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    err = Console(stderr=True)
+    from igla_jax.ledger import LedgerError
+    from igla_jax.leaderboard import LeaderboardError
+    from igla_jax.prereg import PreregError, load_prereg
+    from igla_jax.executor import ResumeError
+    from igla_jax.race_runner import PRESETS, RaceSetupError, enable_compile_cache, parse_budget, run_race
+    try:
+        budget_s = parse_budget(args.budget) if args.budget is not None else None
+        prereg = load_prereg()
+    except (RaceSetupError, PreregError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = args.out if args.out is not None else Path("runs") / f"race-{args.seed}-{args.preset}"
+    enable_compile_cache(os.environ.get("IGLA_JAX_CACHE", str(Path.home() / ".cache" / "igla_jax" / "xla")))
+    from accelerators.phi_grid import PhiSampler
+    from igla_jax.interfaces import RandomSampler
+    from igla_jax.race_report import LiveProgress, print_summary
+    space = PRESETS[args.preset].space
+    sampler = PhiSampler(prereg, space=space) if args.sampler == "phi" else RandomSampler(space)
+    progress = LiveProgress(err, preset=args.preset, budget_s=budget_s)
+    try:
+        outcome = run_race(seed=args.seed, preset=args.preset, out=out, budget_s=budget_s, resume=args.resume,
+                           prereg=prereg, sampler=sampler, progress=progress)
+    except (RaceSetupError, ResumeError, LedgerError, LeaderboardError) as e:
+        progress.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    progress.close()
+    final = ()
+    if args.sampler == "phi":
+        from accelerators.phi_grid import phi_verdict
+        final = ((sampler.name, phi_verdict(outcome.rows, prereg, space=space)),)
+    print_summary(Console(), outcome, final)
+    if outcome.summary.stopped_by == "budget":
+        print(f"stopped at the --budget limit; continue with: python -m experiments.race --seed {args.seed} "
+              f"--preset {args.preset} --out {out} --resume")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Performs the race's actions: trains, writes ledger and leaderboard rows, feeds events back.
+
+The run's ledger is the single source of truth. Every row carries the action id as `event_id`;
+on resume the race is rebuilt by replaying it from Start: an action whose result row exists is
+answered from that row (nothing is retrained, no row is written twice), and the first action
+without one is executed again from its `from_checkpoint`. Rows are written in action-id order,
+each after its training finished, so a kill -9 at any moment loses at most the action running.
+Checkpoints live at <out>/ckpt/<trial_id>/step_<n>.msgpack.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from igla_jax.ledger import CodeVersion, Ledger, LedgerRow
+from igla_jax.leaderboard import Leaderboard
+from igla_jax.race import (Action, BudgetExhausted, Confirm, ConfirmDone, Finish, Prune, Race, RaceState,
+                           Reproduce, ReproduceDone, RungDone, Score, Scored, Start, Train)
+from igla_jax.race_types import RaceSummary
+from igla_jax.search_space import Config, SearchSpace
+
+RESULT_STATUSES = ("trained", "diverged", "confirmed", "reproduced")
+Compute = (Train, Confirm, Reproduce)
+
+
+class ResumeError(RuntimeError):
+    """The ledger under --out does not belong to the race being resumed."""
+
+
+class _BudgetStop(Exception):
+    """Raised from the trainer's progress callback when the wall-clock budget is spent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """The fixed (non-searched) settings of a race preset that the executor needs to train."""
+    preset: str
+    space: SearchSpace
+    context: int
+    batch: int
+
+
+def trial_of(a: Action) -> str:
+    """Leaderboard/ledger trial id of a compute action."""
+    if isinstance(a, Train):
+        return a.trial_id
+    return f"{'confirm' if isinstance(a, Confirm) else 'reproduce'}-s{a.seed}"
+
+
+def index_rows(rows: Sequence[dict], run_id: str) -> dict[tuple[int, str], dict]:
+    """(event_id, kind) -> row for this run's rows; kind is promoted, pruned or result."""
+    out: dict[tuple[int, str], dict] = {}
+    for r in rows:
+        if r.get("run_id") != run_id or r.get("event_id") is None:
+            continue
+        kind = r["status"] if r["status"] in ("promoted", "pruned") else "result"
+        out[(int(r["event_id"]), kind)] = r
+    return out
+
+
+class Executor:
+    """Drives a Race to its Finish action with the real (or an injected) trainer."""
+
+    def __init__(self, race: Race, shape: Shape, *, out: Path, run_id: str, version: CodeVersion,
+                 ledger: Ledger, board: Leaderboard, recorded: dict[tuple[int, str], dict],
+                 trainer: Any = None, filter: Any = None, budget_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic, on_event: Callable[[RaceState, Any], None] | None = None,
+                 canonical: Ledger | None = None, canonical_keys: frozenset = frozenset()):
+        if trainer is None:
+            from igla_jax import train as trainer  # lazy: pulls in jax/optax
+        self.race, self.shape, self.out, self.run_id, self.version = race, shape, out, run_id, version
+        self.ledger, self.board, self.recorded = ledger, board, recorded
+        self.trainer, self.filter, self.budget_s, self.clock = trainer, filter, budget_s, clock
+        self.on_event, self.canonical, self.canonical_keys = on_event, canonical, set(canonical_keys)
+        self.t0 = clock()
+        self.replayed = 0
+        self.executed = 0
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> tuple[RaceState, RaceSummary]:
+        state, acts = self.race.step(self.race.init(), Start())
+        queue = collections.deque(acts)
+        while queue:
+            a = queue.popleft()
+            if isinstance(a, Finish):
+                return state, a.summary
+            if isinstance(a, Prune):
+                self._write_prune(a)
+                continue
+            if isinstance(a, Score):
+                events = [Scored(a.action_id, tuple(float(s) for s in self.filter.score(a.candidates)))]
+            else:
+                batch = [a]
+                while queue and isinstance(queue[0], Compute):
+                    batch.append(queue.popleft())
+                events = self._compute(batch)
+            for ev in events:
+                state, new = self.race.step(state, ev)
+                if self.on_event is not None:
+                    self.on_event(state, ev)
+                if isinstance(ev, BudgetExhausted):  # drop what is queued: a resume re-derives it
+                    return state, next(x for x in new if isinstance(x, Finish)).summary
+                queue.extend(new)
+        raise RuntimeError("the race ended without a Finish action")  # pragma: no cover
+
+    def over_budget(self) -> bool:
+        return self.budget_s is not None and self.clock() - self.t0 >= self.budget_s
+
+    def _compute(self, batch: list) -> list:
+        """Events for a run of consecutive compute actions, in action-id order."""
+        todo = [a for a in batch if (a.action_id, "result") not in self.recorded]
+        results: dict[int, Any] = {}
+        stopped = False
+        if todo:
+            if self.over_budget():
+                stopped = True
+            else:
+                try:
+                    results = self._train_all(todo)
+                except _BudgetStop:
+                    stopped = True
+        events = []
+        for a in batch:
+            row = self.recorded.get((a.action_id, "result"))
+            if row is not None:
+                self._check_row(a, row)
+                self.replayed += 1
+                events.append(_event(a, row["bpb"], "diverged" if row["status"] == "diverged" else "ok",
+                                     float(row.get("wall_s") or 0.0)))
+                continue
+            if stopped or a.action_id not in results:
+                events.append(BudgetExhausted())
+                break
+            res = results[a.action_id]
+            self._write_result(a, res)
+            self.executed += 1
+            ok = res.status == "ok" and math.isfinite(res.val_bpb)
+            events.append(_event(a, res.val_bpb if ok else None, "ok" if ok else "diverged", _wall(res)))
+        return events
+
+    def _check_row(self, a: Any, row: dict) -> None:
+        if row["config_id"] != a.config.config_id or row["seed"] != a.seed:
+            raise ResumeError(
+                f"{self.ledger.path}: row with event_id {a.action_id} records config {row['config_id']} seed "
+                f"{row['seed']}, but the replayed race asks for config {a.config.config_id} seed {a.seed} "
+                "(the code, preset or seed changed since this run started); use a fresh --out")
+
+    # ------------------------------------------------------------------ training
+    def ckpt_path(self, name: str | None) -> Path | None:
+        return None if name is None else self.out / "ckpt" / f"{name}.msgpack"
+
+    def _configs(self, a: Any) -> tuple[Any, Any]:
+        s = self.shape
+        mc = a.config.to_model_config(context=s.context, head_dim=s.space.head_dim)
+        horizon = a.total_steps if isinstance(a, Train) else a.to_step
+        return mc, a.config.to_train_config(seed=a.seed, total_steps=horizon, batch=s.batch)
+
+    def _progress(self, step: int, to_step: int, bits: float) -> None:
+        if self.over_budget():
+            raise _BudgetStop()
+
+    def _train_all(self, todo: list) -> dict[int, Any]:
+        """Trains every action (same-shape groups as one population when the trainer says it pays)."""
+        groups: dict[tuple, list] = {}
+        for a in todo:
+            mc, tc = self._configs(a)
+            groups.setdefault((mc, a.to_step), []).append((a, tc))
+        pays = getattr(self.trainer, "population_pays", None)
+        out: dict[int, Any] = {}
+        for (mc, to_step), members in groups.items():
+            if len(members) > 1 and pays is not None and hasattr(self.trainer, "run_population") and pays(mc, len(members)):
+                res = self.trainer.run_population(
+                    mc, [tc for _, tc in members], to_step=to_step,
+                    from_checkpoints=[self.ckpt_path(getattr(a, "from_checkpoint", None)) for a, _ in members],
+                    save_checkpoints=[self.ckpt_path(getattr(a, "save_checkpoint", None)) for a, _ in members],
+                    progress=self._progress)
+                out.update({a.action_id: r for (a, _), r in zip(members, res)})
+                continue
+            for a, tc in members:
+                out[a.action_id] = self.trainer.run_trial(
+                    mc, tc, to_step=to_step, from_checkpoint=self.ckpt_path(getattr(a, "from_checkpoint", None)),
+                    save_checkpoint=self.ckpt_path(getattr(a, "save_checkpoint", None)), progress=self._progress)
+        return out
+
+    # ------------------------------------------------------------------ rows
+    def _row(self, cfg: Config, *, seed: int, step: int, bpb: float | None, status: str, event_id: int,
+             extra: dict, **kw: Any) -> LedgerRow:
+        return LedgerRow.stamped(self.version, run_id=self.run_id, config_id=cfg.config_id, config=cfg.to_dict(),
+                                 family=cfg.family, seed=seed, step=step, bpb=bpb, status=status,
+                                 event_id=event_id, preset=self.shape.preset, extra=extra, **kw)
+
+    def _append(self, row: LedgerRow) -> None:
+        d = self.ledger.append(row)
+        board_add(self.board, d)
+        key = (d["run_id"], d["event_id"], d["status"])
+        if self.canonical is not None and d["status"] in ("confirmed", "reproduced") and key not in self.canonical_keys:
+            self.canonical.append(d)
+            self.canonical_keys.add(key)
+
+    def _write_result(self, a: Any, res: Any) -> None:
+        tid = trial_of(a)
+        if isinstance(a, Train) and a.promoted_by is not None and (a.action_id, "promoted") not in self.recorded:
+            self._append(self._row(a.config, seed=a.seed, step=a.from_step, bpb=a.promoted_score, status="promoted",
+                                   event_id=a.action_id, decided_by=a.promoted_by, score=a.promoted_score,
+                                   note=f"promoted to rung {a.rung + 1}",
+                                   extra={"trial_id": tid, "rung": a.rung - 1, "action": "promote"}))
+        ok = res.status == "ok" and math.isfinite(res.val_bpb)
+        kind = {Train: "train", Confirm: "confirm", Reproduce: "reproduce"}[type(a)]
+        note = None
+        if not ok:
+            status, bpb, step = "diverged", None, int(res.step)
+            note = f"non-finite training loss by step {res.step}"
+        elif isinstance(a, Confirm):
+            status, bpb, step = "confirmed", float(res.val_bpb), a.to_step
+        elif isinstance(a, Reproduce):
+            delta = abs(float(res.val_bpb) - a.original_bpb)
+            good = delta <= self.race.config.reproduce_tol
+            status, bpb, step = ("reproduced" if good else "trained"), float(res.val_bpb), a.to_step
+            note = (f"from-scratch re-run vs original {a.original_bpb!r}: |delta| = {delta:.3g} "
+                    f"{'<=' if good else '>'} tol {self.race.config.reproduce_tol}")
+        else:
+            status, bpb, step = "trained", float(res.val_bpb), a.to_step
+        extra = {"trial_id": tid, "action": kind, "from_step": getattr(a, "from_step", 0),
+                 "params": int(res.params), "tokens_per_s": round(float(res.tokens_per_s), 3)}
+        if isinstance(a, Train):
+            extra["rung"] = a.rung
+        self._append(self._row(a.config, seed=a.seed, step=step, bpb=bpb, status=status, event_id=a.action_id,
+                               wall_s=_wall(res), note=note, extra=extra))
+
+    def _write_prune(self, a: Prune) -> None:
+        if (a.action_id, "pruned") in self.recorded:
+            return
+        extra = {"trial_id": a.trial_id, "action": "prune"} if a.trial_id else {"action": "filter"}
+        self._append(self._row(a.config, seed=a.seed, step=a.step, bpb=a.bpb, status="pruned",
+                               event_id=a.action_id, decided_by=a.decided_by, score=a.score, note=a.reason,
+                               extra=extra))
+
+
+def _wall(res: Any) -> float:
+    """Wall seconds as recorded in the ledger (rounded), so a replayed event equals the live one."""
+    return round(float(res.wall_s), 6)
+
+
+def _event(a: Any, bpb: float | None, status: str, cost_s: float) -> Any:
+    if isinstance(a, Train):
+        return RungDone(a.action_id, a.trial_id, a.rung, a.to_step, bpb, cost_s, status)
+    cls = ConfirmDone if isinstance(a, Confirm) else ReproduceDone
+    return cls(a.action_id, a.seed, a.to_step, bpb, cost_s, status)
+
+
+def board_add(board: Leaderboard, row: dict) -> None:
+    """Mirrors one ledger row into the leaderboard (idempotent; rows without a trial are skipped)."""
+    extra = row.get("extra") or {}
+    tid = extra.get("trial_id")
+    if not tid:
+        return
+    board.record_trial(tid, run_id=row["run_id"], config_id=row["config_id"], family=row["family"],
+                       seed=row["seed"], config=row["config"], status=row["status"], created_ts=row["ts"])
+    if row["status"] in RESULT_STATUSES:
+        board.record_eval(tid, row["step"], row["bpb"], row["status"], ts=row["ts"])

@@ -1,0 +1,219 @@
+"""Runs a race end to end: presets, the run directory, resume, live progress and the final summary.
+
+Run directory (--out): race.json (run id, seed, preset), ledger.jsonl (the source of truth),
+race.db (SQLite leaderboard, rebuilt from the ledger on resume), ckpt/<trial>/step_<n>.msgpack.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from igla_jax.executor import Executor, Shape, board_add, index_rows
+from igla_jax.interfaces import RandomSampler, RoundRobin
+from igla_jax.ledger import CANONICAL_LEDGER, Ledger, code_version, read_ledger, utc_now
+from igla_jax.leaderboard import Leaderboard
+from igla_jax.models.config import FAMILIES
+from igla_jax.prereg import Prereg, load_prereg
+from igla_jax.race import Race, RaceConfig, RaceState
+from igla_jax.race_types import RaceSummary
+from igla_jax.search_space import DEFAULT_SPACE, SearchSpace
+
+
+class RaceSetupError(RuntimeError):
+    """A user-fixable problem before the race starts (bad --out, resume mismatch, bad budget)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Race configuration (not pre-registered, except that `full` takes its rungs from the prereg)."""
+    name: str
+    rungs: tuple[int, ...] | None   # None: the pre-registered rungs
+    space: SearchSpace
+    context: int
+    batch: int
+    max_trials: int | None          # None: eta ** len(rungs) (81 for the pre-registered rungs)
+    workers: int = 1
+    families: tuple[str, ...] = FAMILIES
+    canonical: bool = False         # append confirmed rows to assertions/seed_results.jsonl
+
+    def race_config(self, prereg: Prereg, seed: int) -> RaceConfig:
+        rungs = tuple(self.rungs) if self.rungs is not None else tuple(prereg.rungs)
+        max_trials = self.max_trials if self.max_trials is not None else prereg.eta ** len(rungs)
+        return RaceConfig(rungs=rungs, eta=prereg.eta, seed=seed, max_trials=max_trials,
+                          victory_seeds=tuple(prereg.seeds), reproduce_tol=prereg.reproduce_tol,
+                          families=self.families, workers=self.workers)
+
+
+PRESETS: dict[str, Preset] = {
+    # seconds: one compiled program per family (width/depth/dropout/EMA pinned), 4 trials, rungs 4 and 12
+    "smoke": Preset("smoke", (4, 12), SearchSpace(width=(16,), depth=(2,), dropout=(0.0,), ema_beta=(0.99,),
+                                                  head_dim=8), context=32, batch=8, max_trials=4),
+    # about 15 minutes on 2 CPU cores: 27 trials, rungs 100/300/900, widths 32-96, depths 1-3
+    "quick": Preset("quick", (100, 300, 900), SearchSpace(width=(32, 64, 96), depth=(1, 2, 3)),
+                    context=64, batch=12, max_trials=27),
+    # the pre-registered race (an accelerator's job): rungs from assertions/preregistration.json
+    "full": Preset("full", None, DEFAULT_SPACE, context=128, batch=32, max_trials=None, canonical=True),
+}
+
+_BUDGET_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh])\s*$")
+
+
+def parse_budget(text: str) -> float:
+    """'90s', '15m', '2h' (or '1.5h') -> seconds; anything else raises RaceSetupError."""
+    m = _BUDGET_RE.match(text or "")
+    if not m or float(m.group(1)) <= 0:
+        raise RaceSetupError(f"--budget {text!r}: expected a positive number with a unit s, m or h (e.g. 90s, 15m, 2h)")
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def enable_compile_cache(path: str | os.PathLike | None) -> None:
+    """Persistent XLA compilation cache (a warm cache makes repeated CPU races start in seconds)."""
+    if not path:
+        return
+    import jax
+    Path(path).mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class RaceOutcome:
+    """Everything the CLI prints at the end."""
+    run_id: str
+    out: Path
+    preset: str
+    summary: RaceSummary
+    state: RaceState
+    board_top: tuple                 # leaderboard view rows (step >= min_victory_step)
+    ranking: tuple                   # (trial_id, config, step, bpb) best first, ASHA order
+    victory: Any                     # igla_jax.victory.Verdict, or None without a champion
+    rows: tuple                      # this run's ledger rows at the end
+    executed: int
+    replayed: int
+    wall_s: float
+
+
+def _prepare_out(out: Path, *, seed: int, preset: str, resume: bool) -> str:
+    """Creates/validates the run directory and returns the run id (read back on resume)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise RaceSetupError(f"--out {out}: not a writable directory ({e.strerror or e})") from None
+    manifest = out / "race.json"
+    if resume:
+        if not manifest.is_file():
+            raise RaceSetupError(f"--resume: {manifest} not found; there is no race to resume in --out {out}")
+        try:
+            m = json.loads(manifest.read_text())
+            run_id, m_seed, m_preset = m["run_id"], m["seed"], m["preset"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise RaceSetupError(f"--resume: {manifest} is not a race manifest ({e})") from None
+        if (m_seed, m_preset) != (seed, preset):
+            raise RaceSetupError(f"--resume: {manifest} is a race with --seed {m_seed} --preset {m_preset}, "
+                                 f"not --seed {seed} --preset {preset}")
+        return run_id
+    if manifest.exists() or (out / "ledger.jsonl").exists():
+        raise RaceSetupError(f"--out {out} already holds a race; pass --resume to continue it or choose another --out")
+    run_id = f"race-s{seed}-{preset}-{utc_now().replace(':', '').replace('-', '')[:15]}"
+    tmp = manifest.with_name("race.json.tmp")
+    tmp.write_text(json.dumps({"run_id": run_id, "seed": seed, "preset": preset, "created": utc_now()}, indent=1))
+    os.replace(tmp, manifest)
+    return run_id
+
+
+def _rebuild_board(db: Path, rows: list[dict], prereg: Prereg) -> Leaderboard:
+    """A fresh leaderboard mirroring the ledger rows (the ledger is the source of truth)."""
+    for p in (db, db.with_name(db.name + "-journal")):
+        if p.exists():
+            p.unlink()
+    board = Leaderboard(db, prereg=prereg)
+    for r in rows:
+        board_add(board, r)
+    return board
+
+
+def ranking(state: RaceState) -> tuple:
+    """Trials best first as ASHA ranks them: highest rung reached, then lower BPB there."""
+    rows = [(t.trial_id, t.config, t.results[-1].step, t.results[-1].bpb) for t in state.trials
+            if t.results and t.results[-1].bpb is not None]
+    return tuple(sorted(rows, key=lambda r: (-r[2], r[3], r[0])))
+
+
+def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None, resume: bool = False,
+             prereg: Prereg | None = None, sampler: Any = None, filter: Any = None, pruner: Any = None,
+             allocator: Any = None, trainer: Any = None, progress: Any = None,
+             canonical: bool | None = None) -> RaceOutcome:
+    """Runs (or resumes) one race to its Finish action; see the module docstring for the files."""
+    t0 = time.monotonic()
+    pr = prereg if prereg is not None else load_prereg()
+    if preset not in PRESETS:
+        raise RaceSetupError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    ps = PRESETS[preset]
+    out = Path(out)
+    run_id = _prepare_out(out, seed=seed, preset=preset, resume=resume)
+    ledger = Ledger(out / "ledger.jsonl")
+    rows = [r for r in read_ledger(ledger.path).rows if r.get("run_id") == run_id]
+    board = _rebuild_board(out / "race.db", rows, pr)
+    use_canonical = ps.canonical if canonical is None else canonical
+    canon, canon_keys = None, frozenset()
+    if use_canonical:
+        canon = Ledger(CANONICAL_LEDGER, canonical_ok=True)
+        canon_keys = frozenset((r["run_id"], r.get("event_id"), r["status"])
+                               for r in read_ledger(CANONICAL_LEDGER, missing_ok=True).rows if r["run_id"] == run_id)
+    race = Race(ps.race_config(pr, seed), sampler=sampler or RandomSampler(ps.space), filter=filter,
+                pruner=pruner, allocator=allocator or RoundRobin())
+    shape = Shape(preset=preset, space=ps.space, context=ps.context, batch=ps.batch)
+    ex = Executor(race, shape, out=out, run_id=run_id, version=code_version(), ledger=ledger, board=board,
+                  recorded=index_rows(rows, run_id), trainer=trainer, filter=filter, budget_s=budget_s,
+                  on_event=progress, canonical=canon, canonical_keys=canon_keys)
+    try:
+        state, summary = ex.run()
+        top = tuple(board.top(5))
+    finally:
+        board.close()
+    final = tuple(r for r in read_ledger(ledger.path).rows if r["run_id"] == run_id)
+    return RaceOutcome(run_id=run_id, out=out, preset=preset, summary=summary, state=state, board_top=top,
+                       ranking=ranking(state), victory=_victory(final, summary, pr), rows=final,
+                       executed=ex.executed, replayed=ex.replayed, wall_s=time.monotonic() - t0)
+
+
+def _victory(rows: tuple, summary: RaceSummary, prereg: Prereg) -> Any:
+    """winning_seeds on the champion's confirmed and reproduced rows (one per seed)."""
+    if summary.champion_config is None:
+        return None
+    from igla_jax.victory import select_victory_rows, winning_seeds
+    cid = summary.champion_config.config_id
+    return winning_seeds(select_victory_rows(rows, cid), prereg, config_id=cid)
+
+
+def planned_steps(cfg: RaceConfig) -> int:
+    """Expected optimiser steps of a whole race (synchronous-SHA estimate, plus confirm + reproduce)."""
+    total, prev = 0, 0
+    for k, r in enumerate(cfg.rungs):
+        total += max(1, cfg.max_trials // cfg.eta**k) * (r - prev)
+        prev = r
+    return total + (len(cfg.victory_seeds) * cfg.rungs[-1] if cfg.confirm else 0)
+
+
+def best_so_far(state: RaceState) -> tuple[int, float] | None:
+    """(step, bpb) of the best result at the highest rung any trial has reached."""
+    r = ranking(state)
+    return (r[0][2], r[0][3]) if r else None
+
+
+def eta_s(state: RaceState, elapsed: float) -> float:
+    """Remaining seconds estimated from the steps done so far (compiles make early estimates high)."""
+    done = state.counters.steps
+    if done == 0:
+        return math.nan
+    return max(0.0, elapsed / done * (planned_steps(state.config) - done))

@@ -1,0 +1,92 @@
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from igla_jax import data
+
+
+def test_shipped_data_matches_hash_and_size():
+    raw = data.load_bytes()
+    assert len(raw) == data.DATA_BYTES
+
+
+def test_altered_data_raises_one_clear_error():
+    raw = bytearray(data.load_bytes())
+    raw[100] ^= 1
+    with pytest.raises(data.DataError, match="sha256"):
+        data.check_bytes(bytes(raw), "altered-copy")
+
+
+def test_missing_data_file_raises(tmp_path):
+    with pytest.raises(data.DataError, match="missing"):
+        data.load_bytes.__wrapped__(str(tmp_path / "nope.txt"))
+
+
+def test_split_is_90_10_and_disjoint():
+    train, val = data.splits()
+    assert train.size == 1_003_854 and val.size == 111_540
+    tokens = np.frombuffer(data.load_bytes(), np.uint8)
+    s = data.split_index(tokens.size)
+    # The two splits are the two halves of one index range: no byte position is in both.
+    train_idx, val_idx = np.arange(0, s), np.arange(s, tokens.size)
+    assert np.intersect1d(train_idx, val_idx).size == 0
+    assert np.array_equal(np.concatenate([train, val]), tokens)
+
+
+def test_training_batches_never_read_validation_bytes():
+    train, _ = data.splits()
+    train_N = jnp.asarray(train)
+    # Boundary check on the sampler itself: the largest possible window end stays inside train.
+    for step in range(0, 2000, 97):
+        key = data.batch_key(7, step)
+        starts = jax.random.randint(key, (64,), 0, train.size - 33 - 1)
+        assert int(starts.max()) + 33 <= train.size
+    x, y = data.get_batch(train_N, 7, 3, batch=64, context=32)
+    assert x.shape == (64, 32) and y.shape == (64, 32)
+    assert np.array_equal(np.asarray(x)[:, 1:], np.asarray(y)[:, :-1])
+
+
+def test_batch_is_pure_function_of_seed_and_step():
+    train_N = jnp.asarray(data.splits()[0])
+    a = data.get_batch(train_N, 42, 10, batch=4, context=16)
+    b = data.get_batch(train_N, 42, 10, batch=4, context=16)
+    c = data.get_batch(train_N, 42, 11, batch=4, context=16)
+    d = data.get_batch(train_N, 43, 10, batch=4, context=16)
+    assert np.array_equal(a[0], b[0])
+    assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[0], d[0])
+
+
+def test_validation_windows_cover_every_byte_once():
+    _, val = data.splits()
+    x, y, m = data.validation_windows(64)
+    assert m.sum() == val.size
+    assert np.array_equal(y.reshape(-1)[m.reshape(-1) > 0], val.astype(np.int32))
+    # inputs are the bytes before each target: the last train byte, then validation bytes
+    flat_x = x.reshape(-1)[m.reshape(-1) > 0]
+    assert flat_x[0] == data.splits()[0][-1]
+    assert np.array_equal(flat_x[1:], val[:-1].astype(np.int32))
+
+
+def test_uniform_logits_score_exactly_eight_bits():
+    bpb = data.evaluate_bpb(lambda x: jnp.zeros(x.shape + (256,), jnp.float32), context=64)
+    assert bpb == 8.0
+
+
+def test_perfect_logits_score_near_zero():
+    x, y, _ = data.validation_windows(32)
+    lookup = {}
+    def oracle(xb):
+        # logits that put all mass on the true next byte: find the batch in the table by identity
+        idx = lookup[np.asarray(xb).tobytes()]
+        return jax.nn.one_hot(jnp.asarray(idx), 256) * 100.0
+    ev = 256
+    for i in range(0, x.shape[0], ev):
+        xb = x[i:i + ev]; yb = y[i:i + ev]
+        if xb.shape[0] < ev:
+            pad = ev - xb.shape[0]
+            xb = np.concatenate([xb, np.zeros((pad, 32), np.int32)]); yb = np.concatenate([yb, np.zeros((pad, 32), np.int32)])
+        lookup[xb.tobytes()] = yb
+    assert data.evaluate_bpb(oracle, context=32, eval_batch=ev) < 1e-3

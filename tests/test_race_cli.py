@@ -1,0 +1,217 @@
+"""The race end to end: executor + ledger resume with a fake trainer (fast), then the real CLI (smoke preset)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from igla_jax.ledger import CANONICAL_LEDGER, read_ledger
+from igla_jax.race_runner import PRESETS, RaceSetupError, parse_budget, run_race
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------- fake trainer (pure function of the configs)
+@dataclasses.dataclass(frozen=True)
+class Result:
+    val_bpb: float
+    status: str
+    step: int
+    params: int
+    tokens_per_s: float
+    wall_s: float
+
+
+class Crash(Exception):
+    """Stands in for kill -9 in-process: escapes run_race with nothing cleaned up."""
+
+
+class FakeTrainer:
+    """run_trial contract: continues from the checkpoint's step, saves one, calls progress; deterministic."""
+
+    def __init__(self, crash_at: int | None = None, sleep_s: float = 0.0):
+        self.calls, self.crash_at, self.sleep_s = 0, crash_at, sleep_s
+
+    def run_trial(self, mc, tc, *, to_step, from_checkpoint=None, save_checkpoint=None, progress=None):
+        self.calls += 1
+        if self.crash_at is not None and self.calls == self.crash_at:
+            raise Crash()
+        start = 0
+        if from_checkpoint is not None:
+            start = json.loads(Path(from_checkpoint).read_text())["step"]  # must exist: never retrain
+        for s in range(start, to_step, max(1, (to_step - start) // 3)):
+            time.sleep(self.sleep_s)
+            if progress is not None:
+                progress(s, to_step, 5.0)
+        q = abs(math.log(tc.lr / 3e-3)) + (96 - mc.width) / 128 + abs(mc.depth - 2) / 4 + mc.dropout
+        bpb = 2.0 + q + 2.0 * (100 / to_step) ** 0.5 + 1e-4 * (tc.seed - 42) + 1e-5 * (hash(mc) % 7)
+        if save_checkpoint is not None:
+            Path(save_checkpoint).parent.mkdir(parents=True, exist_ok=True)
+            Path(save_checkpoint).write_text(json.dumps({"step": to_step}))
+        return Result(bpb, "ok", to_step, 1000, 1e4, 0.01)
+
+
+def key_rows(rows):
+    """What must be identical between an uninterrupted and a resumed run (not ts, wall time, run id)."""
+    return [(r.get("event_id"), r["status"], r["config_id"], r["seed"], r["step"], r["bpb"], r.get("decided_by"),
+             r.get("score"), (r.get("extra") or {}).get("trial_id")) for r in rows]
+
+
+def board(db: Path):
+    con = sqlite3.connect(db)
+    try:
+        ev = con.execute("SELECT trial_id, step, bpb, status FROM evaluations ORDER BY trial_id, step").fetchall()
+        tr = con.execute("SELECT trial_id, config_id, seed, status FROM trials ORDER BY trial_id").fetchall()
+        view = con.execute("SELECT * FROM v_igla_leaderboard ORDER BY bpb, config_id, seed").fetchall()
+    finally:
+        con.close()
+    return ev, tr, view
+
+
+def test_parse_budget():
+    assert [parse_budget(s) for s in ("90s", "15m", "2h", "1.5h")] == [90, 900, 7200, 5400]
+    for bad in ("", "10", "10x", "-5m", "0s", "h"):
+        with pytest.raises(RaceSetupError, match="--budget"):
+            parse_budget(bad)
+
+
+def test_resume_after_crash_reaches_same_ledger_and_leaderboard(tmp_path):
+    ref = run_race(seed=42, preset="quick", out=tmp_path / "ref", trainer=FakeTrainer())
+    assert ref.summary.stopped_by == "complete" and ref.summary.reproduced is True
+    ref_rows = read_ledger(tmp_path / "ref" / "ledger.jsonl").rows
+    assert {r["status"] for r in ref_rows} >= {"trained", "promoted", "pruned", "confirmed", "reproduced"}
+    assert all(r["score"] is not None and r["decided_by"] for r in ref_rows if r["status"] == "pruned")
+    out = tmp_path / "crashed"
+    with pytest.raises(Crash):
+        run_race(seed=42, preset="quick", out=out, trainer=FakeTrainer(crash_at=20))
+    with open(out / "ledger.jsonl", "ab") as f:  # a crash mid-write leaves a truncated last line
+        f.write(b'{"ts": "2026-01-01T00:00:00+00:00", "sha": "unkn')
+    n_before = len(read_ledger(out / "ledger.jsonl").rows)
+    assert 0 < n_before < len(ref_rows)
+    with pytest.warns(UserWarning, match="truncated"):
+        res = run_race(seed=42, preset="quick", out=out, resume=True, trainer=FakeTrainer())
+    rows = read_ledger(out / "ledger.jsonl").rows
+    assert key_rows(rows) == key_rows(ref_rows)
+    assert len({(r["event_id"], r["status"]) for r in rows}) == len(rows)  # nothing written twice
+    assert res.replayed >= 15 and res.executed == len([r for r in rows if r["status"] in
+                                                       ("trained", "confirmed", "reproduced")]) - res.replayed
+    assert board(out / "race.db") == board(tmp_path / "ref" / "race.db")
+    # resuming a finished race replays everything and writes nothing
+    again = run_race(seed=42, preset="quick", out=out, resume=True, trainer=FakeTrainer(crash_at=1))
+    assert again.executed == 0 and len(read_ledger(out / "ledger.jsonl").rows) == len(rows)
+
+
+def test_budget_stop_then_resume(tmp_path):
+    ref = run_race(seed=7, preset="smoke", out=tmp_path / "ref", trainer=FakeTrainer())
+    out = tmp_path / "b"
+    part = run_race(seed=7, preset="smoke", out=out, budget_s=0.25, trainer=FakeTrainer(sleep_s=0.03))
+    assert part.summary.stopped_by == "budget"
+    n = len(read_ledger(out / "ledger.jsonl").rows)
+    assert n < len(read_ledger(tmp_path / "ref" / "ledger.jsonl").rows)
+    done = run_race(seed=7, preset="smoke", out=out, resume=True, trainer=FakeTrainer())
+    assert done.summary.stopped_by == "complete"
+    assert key_rows(read_ledger(out / "ledger.jsonl").rows) == key_rows(read_ledger(tmp_path / "ref" / "ledger.jsonl").rows)
+
+
+def test_out_dir_rules(tmp_path):
+    run_race(seed=1, preset="smoke", out=tmp_path / "a", trainer=FakeTrainer())
+    with pytest.raises(RaceSetupError, match="already holds a race"):
+        run_race(seed=1, preset="smoke", out=tmp_path / "a", trainer=FakeTrainer())
+    with pytest.raises(RaceSetupError, match="--seed 1 --preset smoke, not --seed 2"):
+        run_race(seed=2, preset="smoke", out=tmp_path / "a", resume=True, trainer=FakeTrainer())
+    with pytest.raises(RaceSetupError, match="no race to resume"):
+        run_race(seed=1, preset="smoke", out=tmp_path / "empty", resume=True, trainer=FakeTrainer())
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RaceSetupError, match="not a writable directory"):
+        run_race(seed=1, preset="smoke", out=tmp_path / "file" / "sub", trainer=FakeTrainer())
+
+
+# ---------------------------------------------------------------- the real CLI, real trainer, smoke preset
+def cli(args, env_extra=None, **kw):
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "experiments.race", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300, **kw)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--preset", "nope"], "invalid choice"),
+    (["--seed", "abc"], "invalid int value"),
+    (["--budget", "10x"], "--budget '10x'"),
+    (["--frobnicate"], "unrecognized arguments"),
+])
+def test_cli_bad_flags_exit_2(args, needle, tmp_path):
+    r = cli([*args, "--out", str(tmp_path / "o")])
+    assert r.returncode == 2 and needle in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_bad_out_and_bad_prereg_exit_2(tmp_path):
+    (tmp_path / "file").write_text("x")
+    r = cli(["--preset", "smoke", "--out", str(tmp_path / "file" / "sub")])
+    assert r.returncode == 2 and "not a writable directory" in r.stderr and "Traceback" not in r.stderr
+    bad = tmp_path / "prereg.json"
+    bad.write_text('{"rungs": [1000, 3000]')
+    r = cli(["--preset", "smoke", "--out", str(tmp_path / "o")], {"IGLA_PREREG": str(bad)})
+    assert r.returncode == 2 and str(bad) in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return {"IGLA_JAX_CACHE": str(tmp_path_factory.mktemp("xla_cache"))}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, cache):
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    canon = CANONICAL_LEDGER.stat().st_mtime_ns if CANONICAL_LEDGER.exists() else None
+    r = cli(["--seed", "42", "--preset", "smoke", "--out", str(out)], cache)
+    assert (CANONICAL_LEDGER.stat().st_mtime_ns if CANONICAL_LEDGER.exists() else None) == canon
+    return out, r
+
+
+def test_cli_smoke_end_to_end(smoke_run):
+    out, r = smoke_run
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = read_ledger(out / "ledger.jsonl").rows
+    assert [x["status"] for x in rows].count("confirmed") == 2 and [x["status"] for x in rows].count("reproduced") == 1
+    assert all(x["preset"] == "smoke" and x["run_id"] == rows[0]["run_id"] for x in rows)
+    for needle in ("race ranking top 5", "champion", "accelerator phi_grid", "victory: rejected",
+                   "step_too_early", "reproduced: True"):
+        assert needle in r.stdout, needle
+    assert "trials" in r.stderr  # progress lines
+    ckpts = list((out / "ckpt").rglob("step_4.msgpack"))
+    assert ckpts, "rung-1 checkpoints are kept for promotion"
+
+
+def test_cli_kill_9_then_resume_same_final_leaderboard(smoke_run, cache, tmp_path):
+    ref_out, ref = smoke_run
+    assert ref.returncode == 0
+    ref_rows = read_ledger(ref_out / "ledger.jsonl").rows
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO), **cache}
+    p = subprocess.Popen([sys.executable, "-m", "experiments.race", "--seed", "42", "--preset", "smoke",
+                          "--out", str(out)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ledger = out / "ledger.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and p.poll() is None:
+        if ledger.exists() and ledger.read_bytes().count(b"\n") >= 3:
+            break
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    n_killed = len(read_ledger(ledger).rows)
+    assert 3 <= n_killed < len(ref_rows), "the kill must land mid-race"
+    r = cli(["--seed", "42", "--preset", "smoke", "--out", str(out), "--resume"], cache)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"{n_killed} replayed" in r.stdout or "replayed from the ledger" in r.stdout
+    assert key_rows(read_ledger(ledger).rows) == key_rows(ref_rows)
+    assert board(out / "race.db") == board(ref_out / "race.db")
