@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     from igla_jax.ledger import LedgerError
     from igla_jax.leaderboard import LeaderboardError
     from igla_jax.prereg import PreregError, load_prereg
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sampler == "phi":
         from accelerators.phi_grid import phi_verdict
         final = ((sampler.name, phi_verdict(outcome.rows, prereg, space=space)),)
-    print_summary(Console(), outcome, final)
+    print_summary(Console(soft_wrap=True), outcome, final)
     if outcome.summary.stopped_by == "budget":
         print(f"stopped at the --budget limit; continue with: python -m experiments.race --seed {args.seed} "
               f"--preset {args.preset} --out {out} --resume")

@@ -197,7 +197,9 @@ class Executor:
         d = self.ledger.append(row)
         board_add(self.board, d)
         key = (d["run_id"], d["event_id"], d["status"])
-        if self.canonical is not None and d["status"] in ("confirmed", "reproduced") and key not in self.canonical_keys:
+        # every confirmation-phase row, a failed reproduction or a diverged confirmation included
+        confirming = (d.get("extra") or {}).get("action") in ("confirm", "reproduce")
+        if self.canonical is not None and confirming and key not in self.canonical_keys:
             self.canonical.append(d)
             self.canonical_keys.add(key)
 

@@ -134,3 +134,15 @@ def test_cli_bad_flags_exit_2_with_one_clear_error(args, needle):
     p = _cli(*args)
     assert p.returncode == 2
     assert needle in p.stderr and "Traceback" not in p.stderr
+
+
+def test_population_rule_and_override(monkeypatch):
+    from igla_jax.train import population_pays
+    cfg = tiny_model()
+    assert population_pays(cfg, 8, backend="gpu") and not population_pays(cfg, 1, backend="gpu")
+    assert not population_pays(cfg, 8, backend="cpu")
+    monkeypatch.setenv("IGLA_POPULATION", "always")
+    assert population_pays(cfg, 8, backend="cpu")
+    monkeypatch.setenv("IGLA_POPULATION", "sometimes")
+    with pytest.raises(ConfigError, match="IGLA_POPULATION"):
+        population_pays(cfg, 8)

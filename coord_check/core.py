@@ -1,0 +1,193 @@
+"""muP coordinate check: mean |activation| of every layer vs width, a few steps on one fixed batch.
+
+Protocol (microsoft/mup `get_coord_data`, Tensor Programs V appendix): for each width, each seed,
+train on ONE fixed batch with a larger-than-usual lr and record the mean |x| of every layer's
+output in the forward pass of steps t = 1..steps. As in microsoft/mup, step t's record is taken
+in the forward pass *before* step t's update: t = 1 is the initialisation, t = k is after k - 1
+Adam updates. Under muP every curve is flat in width; the check fits the log-log slope of
+value (averaged over seeds) against width for every (layer, t).
+
+Layers that are exactly zero at some step by construction (the zero-initialised readout makes
+the logits exactly 0 at t = 1) have no logarithm; those (layer, t) cells are excluded and listed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from igla_jax.data import get_batch, splits
+from igla_jax.models import FAMILIES, ConfigError, ModelConfig, intermediates
+from igla_jax.train import TrainConfig, init_state, train_step
+
+DEFAULT_WIDTHS = (8, 16, 32, 64)
+HEAD_DIM = 8          # fixed so width 8 is one head; heads grow with width
+DEPTH = 2
+# Seed of the one fixed batch every width and seed trains on.
+BATCH_SEED = 1234
+# lr-schedule horizon far beyond the check's few steps: the lr is effectively constant.
+CONSTANT_LR_HORIZON = 10**9
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordCheckConfig:
+    """What a coord check runs: families, widths, steps, seeds, parametrization, optimiser."""
+    families: tuple[str, ...] = FAMILIES
+    widths: tuple[int, ...] = DEFAULT_WIDTHS
+    steps: int = 5
+    seeds: int = 3
+    param: str = "mup"
+    lr: float = 1e-2     # larger than the race's 3e-3 default, as the protocol asks
+    batch: int = 8
+    context: int = 64
+    depth: int = DEPTH
+    head_dim: int = HEAD_DIM
+
+    def __post_init__(self) -> None:
+        def bad(field: str, why: str) -> ConfigError:
+            return ConfigError(f"CoordCheckConfig.{field}={getattr(self, field)!r}: {why}")
+        unknown = [f for f in self.families if f not in FAMILIES]
+        if not self.families or unknown:
+            raise bad("families", f"choose from {', '.join(FAMILIES)}")
+        if len(self.widths) < 2 or len(set(self.widths)) != len(self.widths):
+            raise bad("widths", "need at least two distinct widths to fit a slope")
+        for w in self.widths:
+            if w < self.head_dim or w % self.head_dim:
+                raise bad("widths", f"every width must be a positive multiple of head_dim={self.head_dim}, got {w}")
+        for f in ("steps", "seeds", "batch", "context", "depth"):
+            if getattr(self, f) < 1:
+                raise bad(f, "must be >= 1")
+        if self.param not in ("mup", "sp"):
+            raise bad("param", "choose mup or sp")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise bad("lr", "must be a positive finite number")
+
+    def model(self, family: str, width: int) -> ModelConfig:
+        return ModelConfig(family=family, width=width, depth=self.depth, context=self.context,
+                           head_dim=self.head_dim, param=self.param)
+
+    def train(self, seed: int) -> TrainConfig:
+        # No weight decay, no warmup, constant lr: the update rule muP's table describes.
+        return TrainConfig(lr=self.lr, weight_decay=0.0, warmup_frac=0.0,
+                           total_steps=CONSTANT_LR_HORIZON, batch=self.batch, seed=seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class CoordCheckResult:
+    """Recorded values and fitted slopes.
+
+    values[family][layer] is an array [seeds, widths, steps] of mean |activation|;
+    slopes[family][layer] lists the log-log slope per step (None where the cell is excluded);
+    seed_slopes[family][layer] is [seeds][steps] (per-seed fits, for the spread).
+    """
+    config: CoordCheckConfig
+    values: dict[str, dict[str, np.ndarray]]
+    slopes: dict[str, dict[str, list[float | None]]]
+    seed_slopes: dict[str, dict[str, list[list[float | None]]]]
+    excluded: tuple[tuple[str, str, int], ...]     # (family, layer, t) exactly zero somewhere
+
+    def cells(self) -> list[tuple[str, str, int, float]]:
+        """(family, layer, t, slope) for every fitted (non-excluded) cell."""
+        return [(f, layer, t + 1, s) for f, layers in self.slopes.items()
+                for layer, ss in layers.items() for t, s in enumerate(ss) if s is not None]
+
+    def worst(self, n: int = 5) -> list[tuple[str, str, int, float]]:
+        """The n cells with the largest |slope|, largest first."""
+        return sorted(self.cells(), key=lambda c: -abs(c[3]))[:n]
+
+    def max_abs_slope(self) -> float:
+        """Largest |slope| over every fitted cell (nan if a fit is not finite, inf if none fit)."""
+        cells = self.cells()
+        if not cells:
+            return math.inf
+        s = [abs(c[3]) for c in cells]
+        return math.nan if any(not math.isfinite(x) for x in s) else max(s)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every slope, value and setting, as plain JSON."""
+        c = self.config
+        return {
+            "protocol": "mean |activation| per layer; t=1 is the forward pass at initialisation "
+                        "(before any update), t=k after k-1 Adam updates on one fixed batch; "
+                        "slope = least-squares fit of log(seed-mean value) on log(width)",
+            "config": {**dataclasses.asdict(c), "families": list(c.families), "widths": list(c.widths)},
+            "max_abs_slope": self.max_abs_slope(),
+            "worst": [{"family": f, "layer": l, "t": t, "slope": s} for f, l, t, s in self.worst(10)],
+            "excluded": [{"family": f, "layer": l, "t": t, "why": "exactly zero (zero-initialised readout)"}
+                         for f, l, t in self.excluded],
+            "slopes": self.slopes,
+            "seed_slopes": self.seed_slopes,
+            "values_seed_mean": {f: {l: v.mean(axis=0).tolist() for l, v in layers.items()}
+                                 for f, layers in self.values.items()},
+        }
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _coords(cfg: ModelConfig, params: Any, x_BxL: jax.Array) -> dict[str, jax.Array]:
+    return intermediates(cfg, params, x_BxL)
+
+
+def fixed_batch(cfg: CoordCheckConfig) -> tuple[jax.Array, jax.Array]:
+    """The one training batch every width and seed of a check sees."""
+    return get_batch(jnp.asarray(splits()[0]), BATCH_SEED, 0, batch=cfg.batch, context=cfg.context)
+
+
+def record(model_cfg: ModelConfig, train_cfg: TrainConfig, batch: tuple[jax.Array, jax.Array],
+           steps: int) -> dict[str, np.ndarray]:
+    """{layer: [steps] mean |activation|}, recorded before each of `steps` updates on `batch`."""
+    state = init_state(model_cfg, train_cfg)
+    rows: list[dict[str, float]] = []
+    for t in range(steps):
+        rows.append({k: float(v) for k, v in _coords(model_cfg, state.params, batch[0]).items()})
+        if t + 1 < steps:
+            state, _ = train_step(state, batch)
+    return {k: np.array([r[k] for r in rows]) for k in rows[0]}
+
+
+def fit_slope(widths: Sequence[int], values: Sequence[float]) -> float | None:
+    """Least-squares slope of log(value) on log(width); None if any value is exactly zero."""
+    v = np.asarray(values, dtype=np.float64)
+    if np.any(v == 0.0):
+        return None
+    if not np.all(np.isfinite(v)) or np.any(v < 0):
+        return math.nan
+    return float(np.polyfit(np.log(np.asarray(widths, np.float64)), np.log(v), 1)[0])
+
+
+def _family(cfg: CoordCheckConfig, family: str, batch, progress) -> dict[str, np.ndarray]:
+    per: dict[str, np.ndarray] = {}
+    for wi, w in enumerate(cfg.widths):
+        for s in range(cfg.seeds):
+            rec = record(cfg.model(family, w), cfg.train(s), batch, cfg.steps)
+            for layer, v in rec.items():
+                per.setdefault(layer, np.zeros((cfg.seeds, len(cfg.widths), cfg.steps)))[s, wi] = v
+        if progress is not None:
+            progress(f"{family} width {w} done")
+    return per
+
+
+def run_coord_check(cfg: CoordCheckConfig, progress=None) -> CoordCheckResult:
+    """Runs the coord check for every family of cfg and fits every (layer, t) slope."""
+    batch = fixed_batch(cfg)
+    values, slopes, seed_slopes, excluded = {}, {}, {}, []
+    for family in cfg.families:
+        per = _family(cfg, family, batch, progress)
+        values[family] = per
+        slopes[family], seed_slopes[family] = {}, {}
+        for layer, v in per.items():
+            mean_WxT = v.mean(axis=0)
+            row = [fit_slope(cfg.widths, mean_WxT[:, t]) for t in range(cfg.steps)]
+            for t, s in enumerate(row):
+                # a cell with a zero in any seed is excluded, even if the seed-mean is not zero
+                if s is None or np.any(v[:, :, t] == 0.0):
+                    row[t] = None
+                    excluded.append((family, layer, t + 1))
+            slopes[family][layer] = row
+            seed_slopes[family][layer] = [[fit_slope(cfg.widths, v[s, :, t]) if row[t] is not None else None
+                                           for t in range(cfg.steps)] for s in range(cfg.seeds)]
+    return CoordCheckResult(cfg, values, slopes, seed_slopes, tuple(excluded))

@@ -1,0 +1,45 @@
+"""Coord-check figure: one panel per step, log-log width vs mean |activation|, one line per layer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from coord_check.core import CoordCheckResult  # noqa: E402
+
+DPI = 80
+
+
+def plot_family(result: CoordCheckResult, family: str, path: str | Path) -> Path:
+    """Writes the family's coord-check PNG (small: dpi 80) and returns its path."""
+    cfg = result.config
+    widths = np.asarray(cfg.widths)
+    layers = result.values[family]
+    fig, axes = plt.subplots(1, cfg.steps, figsize=(2.6 * cfg.steps, 3.0), sharey=True, squeeze=False)
+    for t, ax in enumerate(axes[0]):
+        for layer, v in sorted(layers.items()):
+            y = v[:, :, t].mean(axis=0)
+            slope = result.slopes[family][layer][t]
+            if slope is None:       # exactly zero by construction: nothing to draw on a log axis
+                continue
+            ax.plot(widths, y, marker="o", ms=3, lw=1, label=f"{layer} ({slope:+.2f})")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(widths, [str(w) for w in widths], fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title(f"t = {t + 1}", fontsize=9)
+        ax.set_xlabel("width", fontsize=8)
+        ax.legend(fontsize=5, loc="best", frameon=False)
+    axes[0][0].set_ylabel("mean |activation|", fontsize=8)
+    fig.suptitle(f"{family} coord check ({cfg.param}, lr {cfg.lr:g}, {cfg.seeds} seeds; "
+                 f"legend: log-log slope)", fontsize=9)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=DPI)
+    plt.close(fig)
+    return out
