@@ -44,11 +44,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import functools
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -108,19 +108,42 @@ class CoordCheckResult:
         s = [abs(c[3]) for c in cells]
         return math.nan if any(not math.isfinite(x) for x in s) else max(s)
 
+    def slope_stderr(self) -> dict[str, dict[str, list[float | None]]]:
+        """Standard error of each slope from the spread of the per-seed fits (None if < 2 seeds)."""
+        n = self.config.seeds
+        out: dict[str, dict[str, list[float | None]]] = {}
+        for f, layers in self.seed_slopes.items():
+            out[f] = {}
+            for layer, rows in layers.items():
+                col = [[r[t] for r in rows] for t in range(self.config.steps)]
+                out[f][layer] = [None if n < 2 or c[0] is None else float(np.std(c, ddof=1) / math.sqrt(n))
+                                 for c in col]
+        return out
+
+    def local_slopes(self) -> dict[str, dict[str, list[list[float | None]]]]:
+        """Slope between each pair of consecutive widths, [step][pair]: shows where a curve flattens."""
+        w = self.config.widths
+        return {f: {layer: [[fit_slope(w[i:i + 2], v.mean(axis=0)[i:i + 2, t]) for i in range(len(w) - 1)]
+                            for t in range(self.config.steps)] for layer, v in layers.items()}
+                for f, layers in self.values.items()}
+
     def to_json(self) -> dict[str, Any]:
         """Every slope, value and setting, as plain JSON."""
         c = self.config
         return {
             "protocol": "mean |activation| per layer; t=1 is the forward pass at initialisation "
                         "(before any update), t=k after k-1 Adam updates on one fixed batch; "
-                        "slope = least-squares fit of log(seed-mean value) on log(width)",
+                        "slope = least-squares fit of log(seed-mean value) on log(width); "
+                        "slope_stderr from the per-seed fits; local_slopes[layer][t-1][i] between "
+                        "widths i and i+1",
             "config": {**dataclasses.asdict(c), "families": list(c.families), "widths": list(c.widths)},
             "max_abs_slope": self.max_abs_slope(),
             "worst": [{"family": f, "layer": l, "t": t, "slope": s} for f, l, t, s in self.worst(10)],
             "excluded": [{"family": f, "layer": l, "t": t, "why": "exactly zero (zero-initialised readout)"}
                          for f, l, t in self.excluded],
             "slopes": self.slopes,
+            "slope_stderr": self.slope_stderr(),
+            "local_slopes": self.local_slopes(),
             "seed_slopes": self.seed_slopes,
             "values_seed_mean": {f: {l: v.mean(axis=0).tolist() for l, v in layers.items()}
                                  for f, layers in self.values.items()},
@@ -171,15 +194,15 @@ def _family(cfg: CoordCheckConfig, family: str, batch, progress) -> dict[str, np
     return per
 
 
-def run_coord_check(cfg: CoordCheckConfig, progress=None) -> CoordCheckResult:
-    """Runs the coord check for every family of cfg and fits every (layer, t) slope."""
-    batch = fixed_batch(cfg)
-    values, slopes, seed_slopes, excluded = {}, {}, {}, []
-    for family in cfg.families:
-        per = _family(cfg, family, batch, progress)
-        values[family] = per
+def fit_result(cfg: CoordCheckConfig, values: dict[str, dict[str, np.ndarray]]) -> CoordCheckResult:
+    """Fits every (family, layer, t) slope from values[family][layer] = array [seeds, widths, steps]."""
+    slopes, seed_slopes, excluded = {}, {}, []
+    for family, per in values.items():
         slopes[family], seed_slopes[family] = {}, {}
         for layer, v in per.items():
+            if v.shape != (cfg.seeds, len(cfg.widths), cfg.steps):
+                raise ValueError(f"values[{family!r}][{layer!r}] has shape {v.shape}, expected "
+                                 f"(seeds, widths, steps) = {(cfg.seeds, len(cfg.widths), cfg.steps)}")
             mean_WxT = v.mean(axis=0)
             row = [fit_slope(cfg.widths, mean_WxT[:, t]) for t in range(cfg.steps)]
             for t, s in enumerate(row):
@@ -191,3 +214,9 @@ def run_coord_check(cfg: CoordCheckConfig, progress=None) -> CoordCheckResult:
             seed_slopes[family][layer] = [[fit_slope(cfg.widths, v[s, :, t]) if row[t] is not None else None
                                            for t in range(cfg.steps)] for s in range(cfg.seeds)]
     return CoordCheckResult(cfg, values, slopes, seed_slopes, tuple(excluded))
+
+
+def run_coord_check(cfg: CoordCheckConfig, progress=None) -> CoordCheckResult:
+    """Runs the coord check for every family of cfg and fits every (layer, t) slope."""
+    batch = fixed_batch(cfg)
+    return fit_result(cfg, {family: _family(cfg, family, batch, progress) for family in cfg.families})

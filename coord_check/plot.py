@@ -43,3 +43,36 @@ def plot_family(result: CoordCheckResult, family: str, path: str | Path) -> Path
     fig.savefig(out, dpi=DPI)
     plt.close(fig)
     return out
+
+
+def plot_transfer(study: dict, family: str, path: str | Path) -> Path:
+    """The muTransfer figure: final training loss vs lr, one curve per width, muP beside sp."""
+    params = [p for p in ("mup", "sp") if p in study["families"][family]]
+    fig, axes = plt.subplots(1, len(params), figsize=(4.2 * len(params), 3.2), sharey=True, squeeze=False)
+    for ax, param in zip(axes[0], params):
+        s = study["families"][family][param]
+        best = s["proxy"]["best"]
+        proxy = [r for r in s["proxy"]["runs"] if r["beta1"] == best["beta1"]]
+        curves = [(s["proxy"]["width"], proxy)] + [(int(w), t["runs"]) for w, t in s["targets"].items()]
+        for width, runs in curves:
+            lr = np.array([r["lr"] for r in runs])
+            y = np.array([np.nan if r["loss_bits"] is None else r["loss_bits"] for r in runs], dtype=float)
+            line, = ax.plot(lr, y, marker="o", ms=3, lw=1, label=f"width {width}")
+            if np.isfinite(y).any():
+                i = int(np.nanargmin(y))
+                ax.plot(lr[i], y[i], marker="*", ms=11, color=line.get_color())
+        ax.set_xscale("log", base=2)
+        lrs = sorted({r["lr"] for r in s["proxy"]["runs"]})
+        ax.set_xticks(lrs, [f"{v:g}" for v in lrs])
+        ax.minorticks_off()
+        ax.set_xlabel("base lr", fontsize=8)
+        ax.set_title(f"{family} {param} (beta1 {best['beta1']:g})", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, frameon=False)
+    axes[0][0].set_ylabel("final training loss (bits/byte)", fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=DPI)
+    plt.close(fig)
+    return out

@@ -26,6 +26,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--resume", action="store_true", help="continue the race recorded in --out's ledger")
     ap.add_argument("--sampler", choices=("phi", "random"), default="phi",
                     help="phi: V5 phi-grid with its falsifier (default); random: the full grid")
+    ap.add_argument("--zero-cost", choices=("study", "off"), default="study",
+                    help="study: V2 zero-cost filter, enabled only if assertions/zero_cost_study.csv passes its "
+                         "falsifier (it currently does not, so it only records its verdict); off: no filter")
     return ap.parse_args(argv)
 
 
@@ -50,14 +53,30 @@ def main(argv: list[str] | None = None) -> int:
     from igla_jax.race_report import LiveProgress, print_summary
     space = PRESETS[args.preset].space
     sampler = PhiSampler(prereg, space=space) if args.sampler == "phi" else RandomSampler(space)
+    zc_filter = None
+    if args.zero_cost == "study":
+        from accelerators.zero_cost import ZeroCostFilter, rows_from_csv
+        from igla_jax.prereg import repo_root
+        ps = PRESETS[args.preset]
+        try:
+            rows = rows_from_csv(repo_root() / "assertions" / "zero_cost_study.csv")
+            zc_filter = ZeroCostFilter.from_study(rows, prereg, context=ps.context, batch=ps.batch,
+                                                  seed=args.seed, head_dim=space.head_dim)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     progress = LiveProgress(err, preset=args.preset, budget_s=budget_s)
     try:
         outcome = run_race(seed=args.seed, preset=args.preset, out=out, budget_s=budget_s, resume=args.resume,
-                           prereg=prereg, sampler=sampler, progress=progress)
+                           prereg=prereg, sampler=sampler, filter=zc_filter, progress=progress)
     except (RaceSetupError, ResumeError, LedgerError, LeaderboardError) as e:
         progress.close()
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"interrupted; continue with --out {out} --resume", file=sys.stderr)
+        return 130
     progress.close()
     final = ()
     if args.sampler == "phi":

@@ -14,7 +14,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from igla_jax.ledger import CodeVersion, Ledger, LedgerRow
 from igla_jax.leaderboard import Leaderboard
@@ -111,35 +111,35 @@ class Executor:
         return self.budget_s is not None and self.clock() - self.t0 >= self.budget_s
 
     def _compute(self, batch: list) -> list:
-        """Events for a run of consecutive compute actions, in action-id order."""
+        """Events for a run of consecutive compute actions, in action-id order.
+
+        Each result row is written as soon as every earlier action of the batch has its row, so a
+        crash or a budget stop keeps all finished work; events are then read back from the rows,
+        which makes a live event and its replay identical.
+        """
         todo = [a for a in batch if (a.action_id, "result") not in self.recorded]
-        results: dict[int, Any] = {}
-        stopped = False
-        if todo:
-            if self.over_budget():
+        self.replayed += len(batch) - len(todo)
+        done: dict[int, Any] = {}
+        written = 0
+        stopped = self.over_budget() if todo else False
+        if todo and not stopped:
+            try:
+                for aid, res in self._train_all(todo):
+                    done[aid] = res
+                    while written < len(todo) and todo[written].action_id in done:
+                        self._write_result(todo[written], done[todo[written].action_id])
+                        written += 1
+            except _BudgetStop:
                 stopped = True
-            else:
-                try:
-                    results = self._train_all(todo)
-                except _BudgetStop:
-                    stopped = True
         events = []
         for a in batch:
             row = self.recorded.get((a.action_id, "result"))
-            if row is not None:
-                self._check_row(a, row)
-                self.replayed += 1
-                events.append(_event(a, row["bpb"], "diverged" if row["status"] == "diverged" else "ok",
-                                     float(row.get("wall_s") or 0.0)))
-                continue
-            if stopped or a.action_id not in results:
+            if row is None:
                 events.append(BudgetExhausted())
                 break
-            res = results[a.action_id]
-            self._write_result(a, res)
-            self.executed += 1
-            ok = res.status == "ok" and math.isfinite(res.val_bpb)
-            events.append(_event(a, res.val_bpb if ok else None, "ok" if ok else "diverged", _wall(res)))
+            self._check_row(a, row)
+            events.append(_event(a, row["bpb"], "diverged" if row["status"] == "diverged" else "ok",
+                                 float(row.get("wall_s") or 0.0)))
         return events
 
     def _check_row(self, a: Any, row: dict) -> None:
@@ -163,14 +163,13 @@ class Executor:
         if self.over_budget():
             raise _BudgetStop()
 
-    def _train_all(self, todo: list) -> dict[int, Any]:
-        """Trains every action (same-shape groups as one population when the trainer says it pays)."""
+    def _train_all(self, todo: list) -> Iterator[tuple[int, Any]]:
+        """Yields (action id, result) as trainings finish (same-shape groups as one population when it pays)."""
         groups: dict[tuple, list] = {}
         for a in todo:
             mc, tc = self._configs(a)
             groups.setdefault((mc, a.to_step), []).append((a, tc))
         pays = getattr(self.trainer, "population_pays", None)
-        out: dict[int, Any] = {}
         for (mc, to_step), members in groups.items():
             if len(members) > 1 and pays is not None and hasattr(self.trainer, "run_population") and pays(mc, len(members)):
                 res = self.trainer.run_population(
@@ -178,13 +177,12 @@ class Executor:
                     from_checkpoints=[self.ckpt_path(getattr(a, "from_checkpoint", None)) for a, _ in members],
                     save_checkpoints=[self.ckpt_path(getattr(a, "save_checkpoint", None)) for a, _ in members],
                     progress=self._progress)
-                out.update({a.action_id: r for (a, _), r in zip(members, res)})
+                yield from ((a.action_id, r) for (a, _), r in zip(members, res))
                 continue
             for a, tc in members:
-                out[a.action_id] = self.trainer.run_trial(
+                yield a.action_id, self.trainer.run_trial(
                     mc, tc, to_step=to_step, from_checkpoint=self.ckpt_path(getattr(a, "from_checkpoint", None)),
                     save_checkpoint=self.ckpt_path(getattr(a, "save_checkpoint", None)), progress=self._progress)
-        return out
 
     # ------------------------------------------------------------------ rows
     def _row(self, cfg: Config, *, seed: int, step: int, bpb: float | None, status: str, event_id: int,
@@ -195,6 +193,8 @@ class Executor:
 
     def _append(self, row: LedgerRow) -> None:
         d = self.ledger.append(row)
+        kind = d["status"] if d["status"] in ("promoted", "pruned") else "result"
+        self.recorded[(d["event_id"], kind)] = d
         board_add(self.board, d)
         key = (d["run_id"], d["event_id"], d["status"])
         # every confirmation-phase row, a failed reproduction or a diverged confirmation included
@@ -232,6 +232,7 @@ class Executor:
             extra["rung"] = a.rung
         self._append(self._row(a.config, seed=a.seed, step=step, bpb=bpb, status=status, event_id=a.action_id,
                                wall_s=_wall(res), note=note, extra=extra))
+        self.executed += 1
 
     def _write_prune(self, a: Prune) -> None:
         if (a.action_id, "pruned") in self.recorded:

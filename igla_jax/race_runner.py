@@ -100,7 +100,7 @@ class RaceOutcome:
     wall_s: float
 
 
-def _prepare_out(out: Path, *, seed: int, preset: str, resume: bool) -> str:
+def _prepare_out(out: Path, *, seed: int, preset: str, sampler: str, resume: bool) -> str:
     """Creates/validates the run directory and returns the run id (read back on resume)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -115,18 +115,21 @@ def _prepare_out(out: Path, *, seed: int, preset: str, resume: bool) -> str:
             raise RaceSetupError(f"--resume: {manifest} not found; there is no race to resume in --out {out}")
         try:
             m = json.loads(manifest.read_text())
-            run_id, m_seed, m_preset = m["run_id"], m["seed"], m["preset"]
+            run_id, m_seed, m_preset, m_sampler = m["run_id"], m["seed"], m["preset"], m["sampler"]
         except (ValueError, KeyError, TypeError) as e:
             raise RaceSetupError(f"--resume: {manifest} is not a race manifest ({e})") from None
         if (m_seed, m_preset) != (seed, preset):
             raise RaceSetupError(f"--resume: {manifest} is a race with --seed {m_seed} --preset {m_preset}, "
                                  f"not --seed {seed} --preset {preset}")
+        if m_sampler != sampler:
+            raise RaceSetupError(f"--resume: {manifest} was run with sampler {m_sampler!r}, not {sampler!r}")
         return run_id
     if manifest.exists() or (out / "ledger.jsonl").exists():
         raise RaceSetupError(f"--out {out} already holds a race; pass --resume to continue it or choose another --out")
     run_id = f"race-s{seed}-{preset}-{utc_now().replace(':', '').replace('-', '')[:15]}"
     tmp = manifest.with_name("race.json.tmp")
-    tmp.write_text(json.dumps({"run_id": run_id, "seed": seed, "preset": preset, "created": utc_now()}, indent=1))
+    tmp.write_text(json.dumps({"run_id": run_id, "seed": seed, "preset": preset, "sampler": sampler,
+                               "created": utc_now()}, indent=1))
     os.replace(tmp, manifest)
     return run_id
 
@@ -160,7 +163,8 @@ def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None
         raise RaceSetupError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
     ps = PRESETS[preset]
     out = Path(out)
-    run_id = _prepare_out(out, seed=seed, preset=preset, resume=resume)
+    sampler = sampler or RandomSampler(ps.space)
+    run_id = _prepare_out(out, seed=seed, preset=preset, sampler=sampler.name, resume=resume)
     ledger = Ledger(out / "ledger.jsonl")
     rows = [r for r in read_ledger(ledger.path).rows if r.get("run_id") == run_id]
     board = _rebuild_board(out / "race.db", rows, pr)
@@ -170,7 +174,7 @@ def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None
         canon = Ledger(CANONICAL_LEDGER, canonical_ok=True)
         canon_keys = frozenset((r["run_id"], r.get("event_id"), r["status"])
                                for r in read_ledger(CANONICAL_LEDGER, missing_ok=True).rows if r["run_id"] == run_id)
-    race = Race(ps.race_config(pr, seed), sampler=sampler or RandomSampler(ps.space), filter=filter,
+    race = Race(ps.race_config(pr, seed), sampler=sampler, filter=filter,
                 pruner=pruner, allocator=allocator or RoundRobin())
     shape = Shape(preset=preset, space=ps.space, context=ps.context, batch=ps.batch)
     ex = Executor(race, shape, out=out, run_id=run_id, version=code_version(), ledger=ledger, board=board,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from igla_jax.ledger import CANONICAL_LEDGER, read_ledger
-from igla_jax.race_runner import PRESETS, RaceSetupError, parse_budget, run_race
+from igla_jax.race_runner import RaceSetupError, parse_budget, run_race
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,12 +38,12 @@ class Crash(Exception):
 class FakeTrainer:
     """run_trial contract: continues from the checkpoint's step, saves one, calls progress; deterministic."""
 
-    def __init__(self, crash_at: int | None = None, sleep_s: float = 0.0):
-        self.calls, self.crash_at, self.sleep_s = 0, crash_at, sleep_s
+    def __init__(self, crash_at: int | None = None, sleep_s: float = 0.0, crash_seed: int | None = None):
+        self.calls, self.crash_at, self.sleep_s, self.crash_seed = 0, crash_at, sleep_s, crash_seed
 
     def run_trial(self, mc, tc, *, to_step, from_checkpoint=None, save_checkpoint=None, progress=None):
         self.calls += 1
-        if self.crash_at is not None and self.calls == self.crash_at:
+        if (self.crash_at is not None and self.calls == self.crash_at) or tc.seed == self.crash_seed:
             raise Crash()
         start = 0
         if from_checkpoint is not None:
@@ -147,12 +147,38 @@ def test_same_shape_actions_run_as_one_population(tmp_path):
     assert key_rows(pop.rows) == key_rows(seq.rows)
 
 
+def test_full_style_run_appends_confirmation_rows_to_canonical_once(tmp_path, monkeypatch):
+    import igla_jax.ledger
+    import igla_jax.race_runner
+    fake_canon = tmp_path / "assertions" / "seed_results.jsonl"
+    monkeypatch.setattr(igla_jax.ledger, "CANONICAL_LEDGER", fake_canon)
+    monkeypatch.setattr(igla_jax.race_runner, "CANONICAL_LEDGER", fake_canon)
+    out = tmp_path / "c"
+    with pytest.raises(Crash):  # dies during the confirmations
+        run_race(seed=42, preset="smoke", out=out, canonical=True, trainer=FakeTrainer(crash_seed=44))
+    first = read_ledger(fake_canon).rows
+    assert len(first) == 1 and first[0]["status"] == "confirmed"
+    run_race(seed=42, preset="smoke", out=out, resume=True, canonical=True, trainer=FakeTrainer())
+    rows = read_ledger(fake_canon).rows
+    assert sorted((r["status"], r["seed"]) for r in rows) == [("confirmed", 43), ("confirmed", 44), ("reproduced", 42)]
+    own = [r for r in read_ledger(out / "ledger.jsonl").rows if r["status"] in ("confirmed", "reproduced")]
+    assert key_rows(rows) == key_rows(own)
+    # a preset without canonical=True never writes there
+    run_race(seed=43, preset="smoke", out=tmp_path / "d", trainer=FakeTrainer())
+    assert len(read_ledger(fake_canon).rows) == 3
+
+
 def test_out_dir_rules(tmp_path):
     run_race(seed=1, preset="smoke", out=tmp_path / "a", trainer=FakeTrainer())
     with pytest.raises(RaceSetupError, match="already holds a race"):
         run_race(seed=1, preset="smoke", out=tmp_path / "a", trainer=FakeTrainer())
     with pytest.raises(RaceSetupError, match="--seed 1 --preset smoke, not --seed 2"):
         run_race(seed=2, preset="smoke", out=tmp_path / "a", resume=True, trainer=FakeTrainer())
+    from accelerators.phi_grid import PhiSampler
+    from igla_jax.prereg import load_prereg
+    with pytest.raises(RaceSetupError, match="sampler 'random', not 'phi_grid'"):
+        run_race(seed=1, preset="smoke", out=tmp_path / "a", resume=True, trainer=FakeTrainer(),
+                 sampler=PhiSampler(load_prereg()))
     with pytest.raises(RaceSetupError, match="no race to resume"):
         run_race(seed=1, preset="smoke", out=tmp_path / "empty", resume=True, trainer=FakeTrainer())
     (tmp_path / "file").write_text("x")
