@@ -259,7 +259,7 @@ def transfer_verdict(study: Mapping[str, Any], param: str = "mup") -> Verdict:
     """Second falsifier: every target's best lr within MAX_SHIFT grid steps of its proxy's."""
     shifts = []
     for fam, by_param in study["families"].items():
-        for w, t in by_param[param]["targets"].items():
+        for w, t in by_param.get(param, {"targets": {}})["targets"].items():
             shifts.append((math.inf if t["shift"] is None else abs(t["shift"]), fam, w))
     if not shifts:
         return Verdict(False, math.nan, MAX_SHIFT, f"no {param} target widths in the study")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    doc = {**result.to_json(), "verdict": {"enabled": verdict.enabled, "statistic": verdict.statistic,
+    stat = verdict.statistic if math.isfinite(verdict.statistic) else None
+    doc = {**result.to_json(), "verdict": {"enabled": verdict.enabled, "statistic": stat,
                                            "threshold": verdict.threshold, "reason": verdict.reason}}
     (out / f"coord_check_{a.param}.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     if not a.no_plot:

@@ -1,6 +1,7 @@
 """Coord-check figure: one panel per step, log-log width vs mean |activation|, one line per layer."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -14,12 +15,23 @@ from coord_check.core import CoordCheckResult  # noqa: E402
 DPI = 80
 
 
+def _save_small(fig: plt.Figure, out: Path) -> None:
+    """PNG at DPI, quantised to a 64-colour palette: a few tens of kB for the repository."""
+    from PIL import Image
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=DPI, format="png")
+    plt.close(fig)
+    buf.seek(0)
+    img = Image.open(buf).convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT)
+    img.save(out, format="PNG", optimize=True)
+
+
 def plot_family(result: CoordCheckResult, family: str, path: str | Path) -> Path:
     """Writes the family's coord-check PNG (small: dpi 80) and returns its path."""
     cfg = result.config
     widths = np.asarray(cfg.widths)
     layers = result.values[family]
-    fig, axes = plt.subplots(1, cfg.steps, figsize=(2.6 * cfg.steps, 3.0), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, cfg.steps, figsize=(2.3 * cfg.steps, 2.7), sharey=True, squeeze=False)
     for t, ax in enumerate(axes[0]):
         for layer, v in sorted(layers.items()):
             y = v[:, :, t].mean(axis=0)
@@ -40,8 +52,7 @@ def plot_family(result: CoordCheckResult, family: str, path: str | Path) -> Path
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI)
-    plt.close(fig)
+    _save_small(fig, out)
     return out
 
 
@@ -73,6 +84,5 @@ def plot_transfer(study: dict, family: str, path: str | Path) -> Path:
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI)
-    plt.close(fig)
+    _save_small(fig, out)
     return out

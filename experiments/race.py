@@ -26,6 +26,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--resume", action="store_true", help="continue the race recorded in --out's ledger")
     ap.add_argument("--sampler", choices=("phi", "random"), default="phi",
                     help="phi: V5 phi-grid with its falsifier (default); random: the full grid")
+    ap.add_argument("--mup", choices=("study", "off"), default="study",
+                    help="study: V1 muP transfer, on only if the committed coord check passes its falsifier "
+                         "(then lr/beta1 come from the width-16 proxy sweep); off: sweep lr at full width")
     ap.add_argument("--zero-cost", choices=("study", "off"), default="study",
                     help="study: V2 zero-cost filter, enabled only if assertions/zero_cost_study.csv passes its "
                          "falsifier (it currently does not, so it only records its verdict); off: no filter")
@@ -52,7 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     from igla_jax.interfaces import RandomSampler
     from igla_jax.race_report import LiveProgress, print_summary
     space = PRESETS[args.preset].space
-    sampler = PhiSampler(prereg, space=space) if args.sampler == "phi" else RandomSampler(space)
+    base = PhiSampler(prereg, space=space) if args.sampler == "phi" else RandomSampler(space)
+    sampler = base
+    if args.mup == "study":
+        from accelerators.mup_sampler import MupTransferSampler, load_coord_check
+        from accelerators.mup_transfer import load_study, mup_verdict
+        from igla_jax.prereg import repo_root
+        try:
+            cc = load_coord_check(repo_root() / "coord_check" / "plots" / "coord_check_mup.json")
+            sampler = MupTransferSampler(base, mup_verdict(cc, prereg), load_study())
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     zc_filter = None
     if args.zero_cost == "study":
         from accelerators.zero_cost import ZeroCostFilter, rows_from_csv
@@ -81,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     final = ()
     if args.sampler == "phi":
         from accelerators.phi_grid import phi_verdict
-        final = ((sampler.name, phi_verdict(outcome.rows, prereg, space=space)),)
+        final = ((base.name, phi_verdict(outcome.rows, prereg, space=space)),)
     print_summary(Console(soft_wrap=True), outcome, final)
     if outcome.summary.stopped_by == "budget":
         print(f"stopped at the --budget limit; continue with: python -m experiments.race --seed {args.seed} "

@@ -26,6 +26,8 @@ class Proposal:
     state: Any
     configs: tuple[Config, ...]
     verdict: Verdict | None = None
+    # verdicts of samplers this one wraps, as (name, verdict) pairs, recorded beside its own
+    extra_verdicts: tuple[tuple[str, Verdict | None], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

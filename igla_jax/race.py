@@ -227,10 +227,12 @@ class Race:
         if len(configs) > n or any(c.family != family or c.config_id in state.seen_ids for c in configs):
             raise RaceError(f"sampler {self.sampler.name!r} proposed configs that break its contract")
         exhausted = state.exhausted + ((family,) if len(configs) < n else ())
+        verdicts = _set_verdict(state.verdicts, self.sampler.name, prop.verdict)
+        for name, v in prop.extra_verdicts:
+            verdicts = _set_verdict(verdicts, name, v)
         return dataclasses.replace(
             state, sampler_state=prop.state, exhausted=exhausted,
-            seen_ids=state.seen_ids | {c.config_id for c in configs},
-            verdicts=_set_verdict(state.verdicts, self.sampler.name, prop.verdict)), configs
+            seen_ids=state.seen_ids | {c.config_id for c in configs}, verdicts=verdicts), configs
 
     def _start(self, state: RaceState, cfg: Config, acts: list, *, queue: tuple) -> RaceState:
         c = state.config

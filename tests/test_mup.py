@@ -1,7 +1,6 @@
 """V1 muP: coord-check slopes and their falsifier, lr-transfer plumbing and its falsifier."""
 from __future__ import annotations
 
-import copy
 import json
 import math
 
@@ -43,14 +42,15 @@ def test_fit_slope_recovers_a_power_law():
 
 @pytest.fixture(scope="module")
 def sp_result():
-    return run_coord_check(CoordCheckConfig(families=("attn",), widths=(8, 16, 32), steps=2, seeds=1, param="sp"))
+    return run_coord_check(CoordCheckConfig(families=("attn",), widths=(8, 16, 32), steps=2, seeds=2, param="sp"))
 
 
 @pytest.fixture(scope="module")
 def mup_result():
-    # Widths 32-128: at 8-16 the muP slopes carry a finite-width term (see the module note in
-    # coord_check/core.py); from width 32 up the check holds, so this is the valid arm.
-    return run_coord_check(CoordCheckConfig(families=("attn",), widths=(32, 64, 128), steps=3, seeds=2))
+    # The valid arm runs at widths 32-128 (default 32 seeds, vmapped): at widths 8-16 muP's
+    # finite-width corrections exceed the bound (coord_check/README.md), so a check there cannot be
+    # the "muP passes" case. Measured statistic here: 0.07 (attn block1/mlp, t = 3).
+    return run_coord_check(CoordCheckConfig(families=("attn",), widths=(32, 64, 128), steps=3))
 
 
 def test_falsify_mup_coord_check(sp_result, mup_result):
