@@ -83,7 +83,9 @@ class TransferConfig:
                            head_dim=self.head_dim, d_base=self.d_base, param=param)
 
     def train(self, lr: float, beta1: float) -> TrainConfig:
-        return TrainConfig(lr=lr, beta1=beta1, total_steps=self.steps, batch=self.batch, seed=self.seed)
+        # beta2, weight decay and warmup as the committed study used them (not the trainer's defaults).
+        return TrainConfig(lr=lr, beta1=beta1, beta2=0.99, weight_decay=0.1, warmup_frac=0.02,
+                           total_steps=self.steps, batch=self.batch, seed=self.seed)
 
 
 Progress = Callable[[str], None]

@@ -82,7 +82,7 @@ class CoordCheckConfig:
 
     def train(self, seed: int) -> TrainConfig:
         # No weight decay, no warmup, constant lr: the update rule muP's table describes.
-        return TrainConfig(lr=self.lr, weight_decay=0.0, warmup_frac=0.0,
+        return TrainConfig(lr=self.lr, beta2=0.99, weight_decay=0.0, warmup_frac=0.0,
                            total_steps=CONSTANT_LR_HORIZON, batch=self.batch, seed=seed)
 
 

@@ -40,6 +40,8 @@ JEPA_BETA1 = 0.9  # Adam beta1 for the jepa family, whose G4 lever is the EMA be
 LEVER_IDS = ("G1", "G2", "G3", "G4", "G5", "G6", "G7")
 LEVER_FIELDS = ("width", "depth", "lr", "beta", "warmup", "wd", "dropout")
 _INT_FIELDS = ("width", "depth")
+# Adam beta2 of every race trial (not a lever).
+RACE_BETA2 = 0.99
 
 
 class SearchSpaceError(ValueError):
@@ -110,8 +112,9 @@ class Config:
     def to_train_config(self, *, seed: int, total_steps: int, batch: int, **overrides: Any):
         """The core TrainConfig; total_steps is the lr-schedule horizon (the preset's final rung)."""
         from igla_jax.train import TrainConfig  # lazy: the trainer pulls in optax
-        return TrainConfig(lr=self.lr, beta1=self.beta1, weight_decay=self.wd, warmup_frac=self.warmup,
-                           total_steps=total_steps, batch=batch, seed=seed, **overrides)
+        # beta2 is not a lever; pinned to the value the committed studies (zero-cost, quick runs) used.
+        return TrainConfig(lr=self.lr, beta1=self.beta1, beta2=RACE_BETA2, weight_decay=self.wd,
+                           warmup_frac=self.warmup, total_steps=total_steps, batch=batch, seed=seed, **overrides)
 
     def short(self) -> str:
         """Compact human-readable form for tables."""

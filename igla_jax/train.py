@@ -31,11 +31,13 @@ CHUNK = 32
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Optimiser, schedule and data settings of one trial."""
-    lr: float = 3e-3             # peak Adam lr (muP base lr; hidden matrices get lr / m)
+    # Defaults: the recipe measured best at the reference shape (attn 4 x 128, ctx 64, batch 12,
+    # 2000 steps): 2.568 BPB vs 2.663 with lr 3e-3, beta2 0.99, warmup 0.02 (README, issue note).
+    lr: float = 4e-3             # peak Adam lr (muP base lr; hidden matrices get lr / m)
     beta1: float = 0.9
-    beta2: float = 0.99
+    beta2: float = 0.95
     weight_decay: float = 0.1    # decoupled; scaled per muP role
-    warmup_frac: float = 0.02
+    warmup_frac: float = 0.1
     total_steps: int = 2000      # lr-schedule horizon (a trial may stop earlier and resume)
     batch: int = 12
     seed: int = 42
