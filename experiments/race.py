@@ -41,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     from igla_jax.ledger import LedgerError
     from igla_jax.leaderboard import LeaderboardError
     from igla_jax.prereg import PreregError, load_prereg
+    from igla_jax.checkpoint import CheckpointError
+    from igla_jax.data import DataError
     from igla_jax.executor import ResumeError
+    from igla_jax.victory import VictoryError
     from igla_jax.race_runner import PRESETS, RaceSetupError, enable_compile_cache, parse_budget, run_race
     try:
         budget_s = parse_budget(args.budget) if args.budget is not None else None
@@ -83,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         outcome = run_race(seed=args.seed, preset=args.preset, out=out, budget_s=budget_s, resume=args.resume,
                            prereg=prereg, sampler=sampler, filter=zc_filter, progress=progress)
-    except (RaceSetupError, ResumeError, LedgerError, LeaderboardError) as e:
+    except (RaceSetupError, ResumeError, LedgerError, LeaderboardError, CheckpointError, DataError,
+            VictoryError, OSError) as e:
         progress.close()
         print(f"error: {e}", file=sys.stderr)
         return 2

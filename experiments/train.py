@@ -14,6 +14,7 @@ import json
 import sys
 
 from igla_jax.checkpoint import CheckpointError
+from igla_jax.data import DataError
 from igla_jax.models import FAMILIES, ConfigError, ModelConfig
 from igla_jax.progress import StepProgress
 from igla_jax.train import TrainConfig, run_trial
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         with StepProgress(f"{a.arch} d={a.width}x{a.depth}", a.steps) as bar:
             res = run_trial(model_cfg, train_cfg, to_step=a.steps, from_checkpoint=a.resume,
                             save_checkpoint=a.save, progress=bar.update)
-    except (CheckpointError, ConfigError) as e:
+    except (CheckpointError, ConfigError, DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = {"val_bpb": res.val_bpb, "params": res.params, "tokens_per_s": round(res.tokens_per_s, 1),

@@ -197,7 +197,8 @@ def _victory(rows: tuple, summary: RaceSummary, prereg: Prereg) -> Any:
         return None
     from igla_jax.victory import select_victory_rows, winning_seeds
     cid = summary.champion_config.config_id
-    return winning_seeds(select_victory_rows(rows, cid), prereg, config_id=cid)
+    # rows from a dirty work tree name a commit whose code they did not run: never a victory
+    return winning_seeds(select_victory_rows(rows, cid), prereg, config_id=cid, require_clean=True)
 
 
 def planned_steps(cfg: RaceConfig) -> int:

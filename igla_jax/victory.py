@@ -20,9 +20,10 @@ import scipy.stats
 
 from igla_jax.prereg import Prereg, repo_root
 
-# Statuses whose rows may count toward victory: a measured BPB at a rung (trained, promoted) or a
-# confirmation run (confirmed on another seed, reproduced from scratch). pruned and diverged never count.
-VICTORY_STATUSES = frozenset({"confirmed", "reproduced", "trained", "promoted"})
+# Statuses whose rows may count toward victory: confirmation runs only (confirmed on another seed,
+# reproduced from scratch within tolerance). A rung result (trained, promoted), a failed
+# reproduction (written as trained), pruned and diverged rows never count.
+VICTORY_STATUSES = frozenset({"confirmed", "reproduced"})
 
 # Row rules.
 MALFORMED_ROW = "malformed_row"
@@ -171,7 +172,7 @@ def winning_seeds(rows: Iterable[Any], prereg: Prereg, *, repo_dir: str | Path |
     """Decides whether rows prove a victory under the pre-registered rule (issue 4).
 
     Only rows of one config (config_id, or the single config present) whose status is in
-    VICTORY_STATUSES = {confirmed, reproduced, trained, promoted} count; pass exactly one row per
+    VICTORY_STATUSES = {confirmed, reproduced} count; pass exactly one row per
     victory seed (e.g. the confirmed and reproduced rows), since a repeated seed rejects both rows.
     Row rules: finite bpb inside prereg.bpb_band (inclusive), step >= prereg.min_victory_step,
     seed in prereg.seeds, no duplicate seed, sha names a commit of repo_dir (git cat-file, or the

@@ -36,14 +36,17 @@ def test_split_is_90_10_and_disjoint():
     assert np.array_equal(np.concatenate([train, val]), tokens)
 
 
-def test_training_batches_never_read_validation_bytes():
-    train, _ = data.splits()
-    train_N = jnp.asarray(train)
-    # Boundary check on the sampler itself: the largest possible window end stays inside train.
-    for step in range(0, 2000, 97):
-        key = data.batch_key(7, step)
-        starts = jax.random.randint(key, (64,), 0, train.size - 33 - 1)
-        assert int(starts.max()) + 33 <= train.size
+def test_training_batches_never_read_past_the_array_they_are_given():
+    # Values equal positions, so every window must be a run of consecutive in-range indices;
+    # a window reaching past the end (into what would be validation) breaks the run.
+    n, ctx = 200, 32
+    pos_N = jnp.arange(n, dtype=jnp.int32)
+    for step in range(0, 400, 7):
+        x, y = data.get_batch(pos_N, 7, step, batch=64, context=ctx)
+        w = np.concatenate([np.asarray(x), np.asarray(y)[:, -1:]], axis=1)
+        assert w.min() >= 0 and w.max() <= n - 1
+        assert np.all(np.diff(w, axis=1) == 1)
+    train_N = jnp.asarray(data.splits()[0])
     x, y = data.get_batch(train_N, 7, 3, batch=64, context=32)
     assert x.shape == (64, 32) and y.shape == (64, 32)
     assert np.array_equal(np.asarray(x)[:, 1:], np.asarray(y)[:, :-1])

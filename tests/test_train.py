@@ -11,6 +11,9 @@ from conftest import tiny_model, tiny_train
 from igla_jax import checkpoint as ckpt
 from igla_jax.data import get_batch, splits
 from igla_jax.models import ConfigError
+from igla_jax.prereg import repo_root
+
+REPO = repo_root()
 from igla_jax.train import (TrainConfig, init_state, lr_schedule, hparams_of, run_population, run_trial,
                             train_chunk, train_state_to, train_step)
 
@@ -112,7 +115,7 @@ def test_bad_train_config_names_the_field(field, value):
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "experiments.train", *args], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, cwd=REPO)
 
 
 def test_cli_json_last_line():

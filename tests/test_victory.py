@@ -102,7 +102,7 @@ def test_falsify_seed_outside_set(embargo):
 
 def test_falsify_duplicate_seed(embargo):
     rows = _rows()
-    rows.append(dict(rows[1], status="trained"))  # a second row for the same seed
+    rows.append(dict(rows[1], status="reproduced"))  # a second row for the same seed
     v = _rejects(rows, embargo, V.DUPLICATE_SEED)
     assert {i for i, _ in v.row_rejections} == {1, 3}
 
