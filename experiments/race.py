@@ -20,7 +20,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=42, help="race seed: sampling and every trial's training seed (default 42)")
     ap.add_argument("--preset", choices=("smoke", "quick", "full"), default="full",
-                    help="smoke: seconds (tests); quick: ~15 min on 2 CPU cores; full: pre-registered rungs (default)")
+                    help="smoke: seconds (tests); quick: ~5-12 min on 2 CPU cores; full: pre-registered rungs (default)")
     ap.add_argument("--out", type=Path, default=None, help="run directory (default runs/race-<seed>-<preset>)")
     ap.add_argument("--budget", default=None, help="wall-clock limit, e.g. 90s, 15m, 2h: stop cleanly, --resume later")
     ap.add_argument("--resume", action="store_true", help="continue the race recorded in --out's ledger")
