@@ -178,7 +178,3 @@ class PhiSampler:
         configs = draw_fresh(rng, pick, frozenset(race.seen_ids), n, tries=20 * (size + len(grid)))
         return Proposal(PhiState(state.seed, state.draws + 1, disabled), configs, verdict)
 
-
-def phi_grid_sizes(families: Sequence[str], space: SearchSpace = DEFAULT_SPACE) -> dict[str, int]:
-    """Number of distinct phi-grid configs per family (128 each when every pair is distinct)."""
-    return {f: len({c.config_id for c in phi_grid(f, space)}) for f in families}

@@ -99,10 +99,6 @@ class Config:
     def beta1(self) -> float:
         return JEPA_BETA1 if self.family == "jepa" else self.beta
 
-    def shape_key(self) -> tuple:
-        """What fixes array shapes for a given preset (population grouping)."""
-        return (self.family, self.width, self.depth)
-
     def to_model_config(self, *, context: int, head_dim: int = 32, **overrides: Any) -> ModelConfig:
         """The core ModelConfig of this point; context and head_dim come from the race preset."""
         extra = {"ema_beta": self.beta} if self.family == "jepa" else {}

@@ -57,7 +57,3 @@ class ModelConfig:
     @property
     def heads(self) -> int:
         return self.width // self.head_dim
-
-    def shape_key(self) -> tuple:
-        """Everything that fixes array shapes and the compiled program (population grouping key)."""
-        return dataclasses.astuple(self)
