@@ -5,11 +5,14 @@ of (lr, beta1), lr in 2x steps, for a short fixed budget; the best point is the 
 lowest final training loss (mean training cross-entropy in bits over the last compiled chunk of
 32 steps; each step sees a fresh batch, so it is not a memorisation score). At each target
 width (128, 256) only the lr axis is swept, at the proxy's best beta1 (5 runs, to fit the CPU
-budget). The transfer holds for a family when the target's best lr lies within one grid step
-(2x) of the proxy's. The same study under the standard parametrization ("sp") is the control.
+budget). The transfer holds for a family when the target's best lr lies within
+prereg.lr_transfer_max_shift grid steps (2x each; 1 in pre-registration v2) of the proxy's. The
+same study under the standard parametrization ("sp") is the control.
 
 Falsifiers: `mup_verdict` (coord check: any |slope| >= prereg.mup_slope_max disables V1) and
-`transfer_verdict` (a target's best lr more than one grid step from the proxy's disables it).
+`transfer_verdict` (a target's best lr more than prereg.lr_transfer_max_shift grid steps from the
+proxy's disables it). Both are deterministic bounds on measured quantities, not statistical tests,
+so the per-arm level alpha / bonferroni_n does not apply to them.
 `transfer_lr` is what the race calls, when V1 is enabled, to set lr and beta1 of full-width trials.
 """
 from __future__ import annotations
@@ -30,7 +33,6 @@ from igla_jax.verdict import Verdict
 
 LR_GRID = (2.5e-3, 5e-3, 1e-2, 2e-2, 4e-2)        # 2x steps; a pilot put the width-16 muP optimum mid-grid
 BETA1_GRID = (0.6, 0.8, 0.9, 0.95, 0.975)          # 1 - beta1 in 2x steps
-MAX_SHIFT = 1                                      # "within one grid step (2x)"
 STUDY_VERSION = 1
 
 
@@ -118,8 +120,14 @@ def _sweep(cfg: TransferConfig, mc: ModelConfig, points: list[tuple[float, float
     return rows, time.perf_counter() - t0
 
 
-def run_family(cfg: TransferConfig, family: str, param: str, progress: Progress | None = None) -> dict[str, Any]:
-    """Proxy 5 x 5 sweep, then the lr axis at each target width at the proxy's best beta1."""
+def run_family(cfg: TransferConfig, family: str, param: str, progress: Progress | None = None, *,
+               prereg: Prereg | None = None) -> dict[str, Any]:
+    """Proxy 5 x 5 sweep, then the lr axis at each target width at the proxy's best beta1.
+
+    Each target's `within_one_step` records |shift| <= prereg.lr_transfer_max_shift (the field keeps
+    its v1 name; `transfer_verdict` recomputes it from `shift`).
+    """
+    max_shift = (prereg or load_prereg()).lr_transfer_max_shift
     grid = [(lr, b1) for b1 in cfg.beta1s for lr in cfg.lrs]
     rows, wall = _sweep(cfg, cfg.model(family, cfg.proxy_width, param), grid, progress)
     ib = best_index([r["loss_bits"] for r in rows])
@@ -140,7 +148,7 @@ def run_family(cfg: TransferConfig, family: str, param: str, progress: Progress 
         out["targets"][str(w)] = {
             "runs": trs, "wall_s": round(twall, 2), "beta1": best["beta1"],
             "best_lr": None if it is None else cfg.lrs[it], "lr_index": it, "shift": shift,
-            "within_one_step": shift is not None and abs(shift) <= MAX_SHIFT,
+            "within_one_step": shift is not None and abs(shift) <= max_shift,
             "at_grid_edge": it in (0, len(cfg.lrs) - 1),
         }
     return out
@@ -171,12 +179,14 @@ def cost_summary(cfg: TransferConfig, study_families: Mapping[str, Any]) -> dict
     return out
 
 
-def run_study(cfg: TransferConfig, progress: Progress | None = None, *, command: str = "") -> dict[str, Any]:
+def run_study(cfg: TransferConfig, progress: Progress | None = None, *, command: str = "",
+              prereg: Prereg | None = None) -> dict[str, Any]:
     """The whole study as a JSON-ready dict (every run's loss, each family's transfer outcome, costs)."""
     t0 = time.perf_counter()
-    fams = {f: {p: run_family(cfg, f, p, progress) for p in cfg.params} for f in cfg.families}
+    pr = prereg or load_prereg()
+    fams = {f: {p: run_family(cfg, f, p, progress, prereg=pr) for p in cfg.params} for f in cfg.families}
     cfgd = dataclasses.asdict(cfg)
-    return {"version": STUDY_VERSION, "command": command,
+    return {"version": STUDY_VERSION, "command": command, "lr_transfer_max_shift": pr.lr_transfer_max_shift,
             "score": "final training loss: mean training cross-entropy (bits/byte) over the last 32 steps",
             "config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfgd.items()},
             "families": fams, "cost": cost_summary(cfg, fams), "wall_s": round(time.perf_counter() - t0, 1)}
@@ -240,6 +250,9 @@ def transfer_lr(family: str, target_width: int, *, d_base: int = 128,
 def mup_verdict(coord_check_result: Any, prereg: Prereg | None = None) -> Verdict:
     """V1's falsifier: enabled iff every fitted coord-check |slope| < prereg.mup_slope_max.
 
+    A deterministic bound on fitted slopes, not a statistical test: no p-value, so the per-arm
+    level alpha / bonferroni_n of pre-registration v2 does not apply (the slopes are fitted to
+    seed-averaged activations, and the same result always gives the same verdict).
     Takes a coord_check.CoordCheckResult (anything with max_abs_slope() and worst(n)).
     """
     threshold = (prereg or load_prereg()).mup_slope_max
@@ -257,17 +270,23 @@ def mup_verdict(coord_check_result: Any, prereg: Prereg | None = None) -> Verdic
                                            f"worst: {names}")
 
 
-def transfer_verdict(study: Mapping[str, Any], param: str = "mup") -> Verdict:
-    """Second falsifier: every target's best lr within MAX_SHIFT grid steps of its proxy's."""
+def transfer_verdict(study: Mapping[str, Any], param: str = "mup", prereg: Prereg | None = None) -> Verdict:
+    """Second falsifier: every target's best lr within prereg.lr_transfer_max_shift grid steps of its proxy's.
+
+    A deterministic bound on the study's measured grid optima, not a statistical test.
+    """
+    max_shift = (prereg or load_prereg()).lr_transfer_max_shift
+    steps = "grid step" if max_shift == 1 else "grid steps"
     shifts = []
     for fam, by_param in study["families"].items():
         for w, t in by_param.get(param, {"targets": {}})["targets"].items():
             shifts.append((math.inf if t["shift"] is None else abs(t["shift"]), fam, w))
     if not shifts:
-        return Verdict(False, math.nan, MAX_SHIFT, f"no {param} target widths in the study")
+        return Verdict(False, math.nan, float(max_shift), f"no {param} target widths in the study")
     worst = max(shifts)
-    ok = worst[0] <= MAX_SHIFT
-    bad = [f"{f} w{w}: {s:g} steps" for s, f, w in shifts if s > MAX_SHIFT]
-    reason = (f"{param}: every target's best lr within {MAX_SHIFT} grid step of the proxy's" if ok
-              else f"{param}: best lr moved more than {MAX_SHIFT} grid step: {'; '.join(bad)}")
-    return Verdict(ok, float(worst[0]), float(MAX_SHIFT), reason)
+    ok = worst[0] <= max_shift
+    bad = [f"{f} w{w}: {s:g} steps" for s, f, w in shifts if s > max_shift]
+    reason = (f"{param}: every target's best lr within {max_shift} {steps} (lr_transfer_max_shift) of the proxy's"
+              if ok else f"{param}: best lr moved more than {max_shift} {steps} (lr_transfer_max_shift): "
+                         f"{'; '.join(bad)}")
+    return Verdict(ok, float(worst[0]), float(max_shift), reason)

@@ -12,21 +12,36 @@ With the default space that is width {64, 192}, depth {2, 6}, lr {1.85e-3, 4.85e
 dropout {0.0618, 0.162}: width and depth coincide with full-grid values, the others lie between
 them, so the phi-grid is a different 128-point lattice, not a corner of the full one.
 
-Sampling (`PhiSampler`): while V5 is enabled each new config comes from the phi-grid, except a
-fraction `explore` drawn from the full grid, which is what gives the falsifier evidence. Falsifier
-(`phi_verdict`): every config in the top prereg.phi_top_fraction of past results must lie in the
-phi-grid; once violated V5 stays disabled and the sampler draws from the full grid only.
+Sampling (`PhiSampler`, pre-registration v2): while V5 is undecided a share prereg.phi_explore_share
+of new configs comes from the full grid (the comparison arm) and the rest from the phi-grid, in
+permuted blocks so the arms stay balanced. A trial's arm is `on_phi_grid(config)`: the comparison
+arm never holds a phi-grid config (with any free lr/beta/warmup/wd/dropout lever no full-grid
+value is a phi value; a space whose only free levers are width/depth has its on-grid draws
+rejected), and a space with every lever pinned has no comparison arm and is refused.
+
+Falsifier (`phi_verdict`), judged once: when the first ceil(phi_judge_fraction * max_trials)
+trials of the race (start order) all have a first-rung result (diverged = worst), a one-sided
+Mann-Whitney U test (H1: the phi arm's first-rung BPB is lower) at prereg.alpha_per_arm.
+Significant -> V5 enabled and every later config comes from the phi-grid; otherwise (or an empty
+arm) V5 is disabled for the rest of the race and the full grid is restored. The decision is kept
+in the sampler state, so it never changes afterwards. `ledger_phi_verdict` judges the same
+evidence from a finished run's ledger rows.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
+from fractions import Fraction
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+from scipy.stats import mannwhitneyu
 
-from igla_jax.interfaces import Proposal, draw_fresh
+from igla_jax.interfaces import Proposal
+from igla_jax.ledger import RESULT_STATUSES
+from igla_jax.models.config import FAMILIES
 from igla_jax.prereg import Prereg
 from igla_jax.search_space import (DEFAULT_SPACE, LEVER_FIELDS, Config, SearchSpace, SearchSpaceError,
                                    config_from_dict)
@@ -34,7 +49,7 @@ from igla_jax.verdict import Verdict
 
 PHI = (1.0 + math.sqrt(5.0)) / 2.0
 EXPONENTS = (-1, 1)
-RESULT_STATUSES = ("trained", "promoted", "confirmed", "reproduced")  # rows that carry a measured BPB
+FIRST_RUNG = 0  # the rung whose results are V5's evidence (every trial has one)
 
 
 def trinity_identity_holds(tol: float = 1e-12) -> bool:
@@ -59,6 +74,7 @@ def _phi_pair(field: str, base: float, head_dim: int) -> tuple:
     return tuple(sig3(base * PHI**k) for k in EXPONENTS)
 
 
+@functools.lru_cache(maxsize=64)
 def phi_values(family: str, space: SearchSpace = DEFAULT_SPACE) -> tuple[tuple, ...]:
     """The two phi-resonant values of each lever G1..G7 for `family` (sorted; a pinned lever keeps its one)."""
     out = []
@@ -73,9 +89,16 @@ def phi_values(family: str, space: SearchSpace = DEFAULT_SPACE) -> tuple[tuple, 
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=64)
+def _grid(family: str, space: SearchSpace) -> tuple[tuple[Config, ...], tuple[str, ...], frozenset[str]]:
+    grid = tuple(Config(family, *combo) for combo in itertools.product(*phi_values(family, space)))
+    ids = tuple(c.config_id for c in grid)
+    return grid, ids, frozenset(ids)
+
+
 def phi_grid(family: str, space: SearchSpace = DEFAULT_SPACE) -> list[Config]:
     """All 2^7 = 128 phi-grid configs of `family` (2^free levers when a preset pins some)."""
-    return [Config(family, *combo) for combo in itertools.product(*phi_values(family, space))]
+    return list(_grid(family, space)[0])
 
 
 def on_phi_grid(cfg: Config, space: SearchSpace = DEFAULT_SPACE) -> bool:
@@ -83,98 +106,180 @@ def on_phi_grid(cfg: Config, space: SearchSpace = DEFAULT_SPACE) -> bool:
     return all(getattr(cfg, f) in vs for f, vs in zip(LEVER_FIELDS, phi_values(cfg.family, space)))
 
 
-def ranked_results(rows: Iterable[Mapping[str, Any]]) -> list[tuple[Config, int, float]]:
-    """(config, highest step, bpb there) per config, best first: further step first, then lower BPB.
+def arms_disjoint(family: str, space: SearchSpace = DEFAULT_SPACE) -> bool:
+    """True iff no full-grid config of `family` is on the phi-grid (some lever's values share none)."""
+    return any(not set(full) & set(phi) for full, phi in zip(space.values(family), phi_values(family, space)))
 
-    A config's BPB is taken at the highest step recorded for it (the mean over seeds at that
-    step, never a minimum); rows without a finite BPB (pruned, diverged) are not results.
+
+def judge_size(prereg: Prereg, max_trials: int) -> int:
+    """Trials whose first-rung results V5 is judged on: ceil(phi_judge_fraction * max_trials)."""
+    return max(1, math.ceil(prereg.phi_judge_fraction * max_trials - 1e-9))
+
+
+def _worst(bpb: float | None) -> float:
+    """A diverged result (None or non-finite) ranks last."""
+    return math.inf if bpb is None or not math.isfinite(bpb) else float(bpb)
+
+
+def _median(x: Sequence[float]) -> str:
+    return f"{float(np.median(x)):.4f}" if x else "-"
+
+
+def phi_verdict(phi_bpb: Sequence[float | None], full_bpb: Sequence[float | None], prereg: Prereg) -> Verdict:
+    """V5 falsifier on the evidence: enabled iff the phi arm's first-rung BPB is significantly lower.
+
+    One-sided Mann-Whitney U (scipy.stats.mannwhitneyu, alternative="less": H1 = phi arm lower)
+    at prereg.alpha_per_arm = alpha / bonferroni_n; a diverged result (None, nan, inf) ranks worst.
+    statistic = the p-value, threshold = the level; an empty arm gives p = 1 (nothing to compare).
+
+    Args:
+      phi_bpb: first-rung BPB of the trials whose config is on the phi-grid.
+      full_bpb: first-rung BPB of the other trials (the full-grid comparison arm).
+      prereg: the pre-registration (alpha, bonferroni_n).
+    Returns:
+      The Verdict; its reason names the test, the level, the arm sizes and medians.
     """
-    best: dict[str, tuple[Config, int, dict[int, float]]] = {}
+    phi, full = [_worst(b) for b in phi_bpb], [_worst(b) for b in full_bpb]
+    level = prereg.alpha_per_arm
+    arms = (f"phi arm n = {len(phi)} median {_median(phi)}, full-grid arm n = {len(full)} median {_median(full)}")
+    where = f"alpha / bonferroni_n = {prereg.alpha:g} / {prereg.bonferroni_n} = {level:.4g}"
+    if not phi or not full:
+        return Verdict(False, 1.0, level, f"one-sided Mann-Whitney U at {where}: an arm is empty ({arms}); "
+                                          "nothing to compare, V5 disabled, full grid restored")
+    res = mannwhitneyu(phi, full, alternative="less")
+    p = float(np.nan_to_num(res.pvalue, nan=1.0))
+    enabled = p < level
+    outcome = ("significant: V5 enabled, every new config from the phi-grid" if enabled else
+               "not significant: V5 disabled, full grid restored")
+    return Verdict(enabled, p, level, f"one-sided Mann-Whitney U (H1: phi arm's first-rung BPB lower), "
+                                      f"U = {float(res.statistic):g}, p = {p:.4g} {'<' if enabled else '>='} "
+                                      f"{where}; {arms}: {outcome}")
+
+
+def pending_verdict(have: int, need: int) -> Verdict:
+    """V5 before its judging point: enabled while undecided; says how many results are still needed."""
+    return Verdict(True, float(have), float(need),
+                   f"pending: judged once the first {need} trials have first-rung results "
+                   f"({have} so far, {need - have} still needed); until then phi-grid and full-grid arms are both sampled")
+
+
+def race_arms(trials: Sequence[Any], need: int, space: SearchSpace) -> tuple[tuple, tuple] | int:
+    """(phi arm BPBs, full-grid arm BPBs) of the first `need` trials once all have a first-rung result,
+    else how many of them have one."""
+    first = trials[:need]
+    have = sum(1 for t in first if len(t.results) > FIRST_RUNG)
+    if len(first) < need or have < need:
+        return have
+    bpb = [(on_phi_grid(t.config, space), t.results[FIRST_RUNG].bpb) for t in first]
+    return tuple(b for on, b in bpb if on), tuple(b for on, b in bpb if not on)
+
+
+def ledger_arms(rows: Iterable[Mapping[str, Any]], need: int, space: SearchSpace) -> tuple[tuple, tuple] | int:
+    """Like race_arms, from ledger rows: the first-rung result rows (extra.rung == 0, status trained or
+    diverged) of the `need` lowest trial ids (the race numbers trials in start order)."""
+    by_trial: dict[str, tuple[Config, float | None]] = {}
     for i, r in enumerate(rows):
-        b = r.get("bpb")
-        if r.get("status") not in RESULT_STATUSES or not isinstance(b, (int, float)) or not math.isfinite(b):
-            continue
+        extra = r.get("extra") or {}
+        if r.get("status") not in RESULT_STATUSES or extra.get("rung") != FIRST_RUNG or not extra.get("trial_id"):
+            continue  # confirm/reproduce rows carry no rung; promoted rows are not result rows
         cfg = config_from_dict(r["config"], source=f"ledger row {i} config")
-        step = int(r["step"])
-        cur = best.get(cfg.config_id)
-        if cur is None or step > cur[1]:
-            best[cfg.config_id] = (cfg, step, {int(r["seed"]): float(b)})
-        elif step == cur[1]:
-            cur[2][int(r["seed"])] = float(b)
-    out = [(c, s, float(np.mean(list(by_seed.values())))) for c, s, by_seed in best.values()]
-    return sorted(out, key=lambda x: (-x[1], x[2], x[0].config_id))
+        by_trial.setdefault(str(extra["trial_id"]), (cfg, r.get("bpb")))
+    first = [by_trial[t] for t in sorted(by_trial)[:need]]
+    if len(first) < need:
+        return len(first)
+    return (tuple(b for c, b in first if on_phi_grid(c, space)),
+            tuple(b for c, b in first if not on_phi_grid(c, space)))
 
 
-def phi_verdict(ledger_rows: Iterable[Mapping[str, Any]], prereg: Prereg, *,
-                space: SearchSpace = DEFAULT_SPACE) -> Verdict:
-    """V5 falsifier: enabled iff every config in the top prereg.phi_top_fraction of results is on the phi-grid.
-
-    statistic = fraction of the top configs on the phi-grid; threshold = 1.0. The top set has
-    ceil(phi_top_fraction * n) configs of the n configs with a result. With fewer than
-    ceil(1 / phi_top_fraction) results there is no top fraction to speak of yet: the verdict stays
-    enabled and says so (statistic = n, threshold = that minimum).
-    """
-    ranked = ranked_results(ledger_rows)
-    need = math.ceil(1.0 / prereg.phi_top_fraction - 1e-9)
-    if len(ranked) < need:
-        return Verdict(True, float(len(ranked)), float(need),
-                       f"only {len(ranked)} configs with a result; the falsifier needs {need} "
-                       f"(1 / phi_top_fraction) before a top {prereg.phi_top_fraction:.0%} exists")
-    k = max(1, math.ceil(prereg.phi_top_fraction * len(ranked) - 1e-9))
-    top = ranked[:k]
-    off = [c for c, _, _ in top if not on_phi_grid(c, space)]
-    frac = 1.0 - len(off) / k
-    if off:
-        ids = ", ".join(f"{c.config_id} ({c.short()})" for c in off[:3])
-        return Verdict(False, frac, 1.0, f"{len(off)} of the top {k} of {len(ranked)} configs lie off the "
-                                         f"phi-grid: {ids}; full grid restored")
-    return Verdict(True, frac, 1.0, f"all top {k} of {len(ranked)} configs lie on the phi-grid")
+def ledger_phi_verdict(rows: Iterable[Mapping[str, Any]], prereg: Prereg, *, max_trials: int,
+                       space: SearchSpace = DEFAULT_SPACE) -> Verdict:
+    """V5's verdict judged on a run's ledger rows: the same evidence and test the race used."""
+    need = judge_size(prereg, max_trials)
+    arms = ledger_arms(rows, need, space)
+    return pending_verdict(arms, need) if isinstance(arms, int) else phi_verdict(*arms, prereg)
 
 
-def trial_rows(race: Any) -> list[dict[str, Any]]:
-    """Ledger-shaped result rows of a race state's trials (one per rung measurement)."""
-    return [{"config": t.config.to_dict(), "step": r.step, "bpb": r.bpb, "seed": t.seed, "status": "trained"}
-            for t in race.trials for r in t.results if r.bpb is not None]
+def explore_slot(seed: int, slot: int, share: float) -> bool:
+    """True iff undecided draw number `slot` comes from the full grid: permuted blocks of size B hold
+    round(share * B) full-grid slots each (B the denominator of share, limited to 100)."""
+    frac = Fraction(share).limit_denominator(100)
+    size, n_full = frac.denominator, frac.numerator
+    block, pos = divmod(slot, size)
+    return bool(np.random.default_rng([seed, block, 5]).permutation(size)[pos] < n_full)
 
 
 @dataclasses.dataclass(frozen=True)
 class PhiState:
+    """Sampler state: seed, proposals so far, undecided draws so far (the arm schedule), the sticky decision."""
     seed: int
     draws: int = 0
-    disabled: bool = False
+    slots: int = 0
+    decision: Verdict | None = None
+
+    @property
+    def disabled(self) -> bool:
+        return self.decision is not None and not self.decision.enabled
 
 
 @dataclasses.dataclass(frozen=True)
 class PhiSampler:
-    """Race sampler for V5: phi-grid configs (plus an `explore` share from the full grid) until falsified."""
+    """Race sampler for V5: phi-grid and full-grid arms until judged, then one of them (see module doc)."""
     prereg: Prereg
     space: SearchSpace = DEFAULT_SPACE
-    explore: float = 0.25
     name: str = "phi_grid"
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.explore <= 1.0:
-            raise ValueError(f"PhiSampler.explore={self.explore!r}: must lie in [0, 1]")
+        for fam in FAMILIES:
+            phi_values(fam, self.space)  # a lever without two distinct phi values fails here, not mid-race
+            if self.space.size(fam) == 1:
+                raise SearchSpaceError(f"phi-grid: every lever of family {fam!r} is pinned in {self.space!r}: "
+                                       "the phi-grid is the full grid, V5 has no comparison arm; use the random sampler")
 
     def init(self, seed: int) -> PhiState:
         return PhiState(seed=int(seed))
 
-    def propose(self, state: PhiState, race: Any, family: str, n: int) -> Proposal:
-        verdict = phi_verdict(trial_rows(race), self.prereg, space=self.space)
-        disabled = state.disabled or not verdict.enabled
-        if disabled and verdict.enabled:  # sticky: once falsified, the full grid stays restored
-            verdict = Verdict(False, verdict.statistic, verdict.threshold,
-                              "falsified earlier in this race; full grid stays restored")
-        grid = phi_grid(family, self.space)
+    def decide(self, state: PhiState, race: Any) -> tuple[Verdict | None, Verdict]:
+        """(the decision, None while pending; the verdict to report now)."""
+        if state.decision is not None:
+            return state.decision, state.decision
+        need = judge_size(self.prereg, race.config.max_trials)
+        arms = race_arms(race.trials, need, self.space)
+        if isinstance(arms, int):
+            return None, pending_verdict(arms, need)
+        v = phi_verdict(*arms, self.prereg)
+        return v, v
+
+    def _draw(self, rng: np.random.Generator, family: str, full: bool, seen: set[str]) -> tuple[Config, str] | None:
+        """(config, id) of one unseen config of the arm, or None when 20 x its size draws find none."""
+        grid, ids, id_set = _grid(family, self.space)
+        if not full:
+            for _ in range(20 * len(grid)):
+                i = int(rng.integers(len(grid)))
+                if ids[i] not in seen:
+                    return grid[i], ids[i]
+            return None
         size = self.space.size(family)
-        explore = 1.0 if disabled else self.explore
+        for _ in range(20 * size):
+            cfg = self.space.config_at(family, int(rng.integers(size)))
+            cid = cfg.config_id
+            if cid not in seen and cid not in id_set:  # the comparison arm never holds a phi config
+                return cfg, cid
+        return None
 
-        def pick(rng: np.random.Generator) -> Config:
-            if rng.random() < explore:
-                return self.space.config_at(family, int(rng.integers(size)))
-            return grid[int(rng.integers(len(grid)))]
-
+    def propose(self, state: PhiState, race: Any, family: str, n: int) -> Proposal:
+        decision, verdict = self.decide(state, race)
         rng = np.random.default_rng([state.seed, state.draws])
-        configs = draw_fresh(rng, pick, frozenset(race.seen_ids), n, tries=20 * (size + len(grid)))
-        return Proposal(PhiState(state.seed, state.draws + 1, disabled), configs, verdict)
-
+        seen, out, slots = set(race.seen_ids), [], state.slots
+        for _ in range(n):
+            if decision is None:
+                full = explore_slot(state.seed, slots, self.prereg.phi_explore_share)
+                slots += 1
+                # while undecided an exhausted arm falls back to the other, so the family keeps going
+                got = self._draw(rng, family, full, seen) or self._draw(rng, family, not full, seen)
+            else:
+                got = self._draw(rng, family, not decision.enabled, seen)
+            if got is None:
+                break
+            seen.add(got[1])
+            out.append(got[0])
+        return Proposal(PhiState(state.seed, state.draws + 1, slots, decision), tuple(out), verdict)

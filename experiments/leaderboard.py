@@ -23,9 +23,9 @@ def _positive_int(s: str) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python -m experiments.leaderboard",
-        description="Show the best validation BPB (bits per byte) per config and seed from a race's SQLite "
-                    "leaderboard (view v_igla_leaderboard: only evaluations at step >= the pre-registered "
-                    "min_victory_step).")
+        description="Show a race's SQLite leaderboard (view v_igla_leaderboard): one row per trial, its "
+                    "validation BPB (bits per byte) at its highest evaluated step, shown only when that step is "
+                    ">= the pre-registered min_victory_step; never the best BPB over a trial's steps.")
     ap.add_argument("--db", required=True, help="path of the race database (race.db under the race's --out)")
     ap.add_argument("--limit", type=_positive_int, default=10, help="number of rows to show (default 10)")
     return ap.parse_args(argv)
@@ -39,17 +39,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     where = f"step >= {min_step}" if min_step is not None else "the view's step threshold"
-    table = Table(title=f"v_igla_leaderboard: top {args.limit} ({where}, BPB = bits per byte)")
-    for col, just in (("#", "right"), ("config_id", "left"), ("family", "left"), ("seed", "right"),
-                      ("step", "right"), ("bpb", "right")):
+    table = Table(title=f"v_igla_leaderboard: top {args.limit} (each trial's last evaluation, {where}; "
+                        "BPB = bits per byte)")
+    for col, just in (("#", "right"), ("trial", "left"), ("config_id", "left"), ("family", "left"),
+                      ("seed", "right"), ("step", "right"), ("bpb", "right")):
         table.add_column(col, justify=just)
     for i, r in enumerate(rows, 1):
-        table.add_row(str(i), r.config_id, r.family, str(r.seed), str(r.step), f"{r.bpb:.4f}")
+        table.add_row(str(i), r.trial_id, r.config_id, r.family, str(r.seed), str(r.step), f"{r.bpb:.4f}")
     console = Console()
     if rows:
         console.print(table)
     else:
-        console.print(f"no evaluations with a finite BPB at {where} yet in {args.db}")
+        console.print(f"no trial whose last evaluation has a finite BPB at {where} yet in {args.db}")
     return 0
 
 

@@ -7,7 +7,8 @@
 Scores every run by its final training loss (mean training bits over the last 32 steps), writes
 the study JSON that `accelerators.mup_transfer.transfer_lr` reads, one muTransfer figure per
 family (<plots>/mup_transfer_<family>.png) and prints the transfer table and the cost ratio.
-Exit 0 when the muP transfer holds for every family (best lr within one 2x step), 1 otherwise.
+Exit 0 when the muP transfer holds for every family (best lr within the pre-registered
+lr_transfer_max_shift 2x grid steps of the proxy's), 1 otherwise.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import sys
 
 from accelerators.mup_transfer import TransferConfig, run_study, transfer_verdict, write_study
 from igla_jax.models import FAMILIES, ConfigError
+from igla_jax.prereg import PreregError, load_prereg
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -42,11 +44,13 @@ def main(argv: list[str] | None = None) -> int:
                              params=("mup", "sp") if a.param == "both" else (a.param,),
                              proxy_width=a.proxy_width, target_widths=tuple(a.target_widths),
                              steps=a.steps, batch=a.batch, context=a.context)
-    except ConfigError as e:
+        prereg = load_prereg()
+    except (ConfigError, PreregError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     cmd = "python -m experiments.mup_transfer " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
-    study = run_study(cfg, progress=lambda m: print(m, file=sys.stderr, flush=True), command=cmd.strip())
+    study = run_study(cfg, progress=lambda m: print(m, file=sys.stderr, flush=True), command=cmd.strip(),
+                      prereg=prereg)
     print(f"wrote {write_study(study, a.out)}  ({study['wall_s']:.0f} s)")
     if a.plots:
         from coord_check.plot import plot_transfer
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cost {k}: {v}")
     if "mup" not in cfg.params:
         return 0
-    v = transfer_verdict(study, "mup")
+    v = transfer_verdict(study, "mup", prereg)
     print(("PASS " if v.enabled else "FAIL ") + v.line())
     return 0 if v.enabled else 1
 

@@ -3,8 +3,10 @@
     python -m experiments.train --arch attn --width 128 --depth 4 --context 64 --batch 12 \\
         --steps 2000 --seed 42 [--json] [--save CKPT] [--resume CKPT]
 
-BPB is measured once, on every held-out validation byte, at exactly --steps (never a minimum
-over the run). --json prints one JSON object as the last line of output.
+BPB is measured once, on every byte of the validation half of the held-out data, at exactly
+--steps (never a minimum over the run). --test also scores the test half: for a headline figure
+that claims final quality, never for choosing anything. --json prints one JSON object as the
+last line of output.
 """
 from __future__ import annotations
 
@@ -43,6 +45,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--save", default=None, help="write a checkpoint here at the end")
     ap.add_argument("--resume", default=None, help="continue from this checkpoint")
+    ap.add_argument("--test", action="store_true",
+                    help="also report test-half BPB (for quality claims only; never choose settings on it)")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     return ap.parse_args(argv)
 
@@ -66,17 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with StepProgress(f"{a.arch} d={a.width}x{a.depth}", a.steps) as bar:
             res = run_trial(model_cfg, train_cfg, to_step=a.steps, from_checkpoint=a.resume,
-                            save_checkpoint=a.save, progress=bar.update)
+                            save_checkpoint=a.save, progress=bar.update, eval_test=a.test)
     except (CheckpointError, ConfigError, DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = {"val_bpb": res.val_bpb, "params": res.params, "tokens_per_s": round(res.tokens_per_s, 1),
            "steps": res.step, "status": res.status, "wall_s": round(res.wall_s, 2),
            "train_bits_last_chunk": res.train_bits, "arch": a.arch, "seed": a.seed}
+    if a.test:
+        out["test_bpb"] = res.test_bpb
     if a.json:
         print(json.dumps(out))
     else:
-        print(f"status {res.status}  step {res.step}  val_bpb {res.val_bpb:.4f} bits/byte  "
+        test = f"test_bpb {res.test_bpb:.4f}  " if res.test_bpb is not None else ""
+        print(f"status {res.status}  step {res.step}  val_bpb {res.val_bpb:.4f} bits/byte  {test}"
               f"params {res.params:,}  {res.tokens_per_s:,.0f} tokens/s  ({res.wall_s:.1f} s)")
     return 0 if res.status == "ok" else 1
 

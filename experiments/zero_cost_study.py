@@ -6,8 +6,10 @@ rung 2 (300 steps, lr-schedule horizon = its final rung 900; the pre-registered 
 does not fit the 2-core CPU budget), records the validation BPB and the proxies at init, and writes
 assertions/zero_cost_study.csv row by row (a rerun skips rows already there; --fresh starts over).
 --analyze prints Spearman rho of synflow, grad_norm, ensemble and parameter count with BPB, with
-bootstrap 95 % intervals, per family and overall, and V2's verdict. Sign convention: the printed
-rho is -Spearman(score, BPB), positive when a higher score goes with a lower (better) BPB.
+percentile bootstrap intervals at the pre-registered bootstrap_level, per family and overall, and
+V2's verdict, decided at alpha / bonferroni_n by a one-sided bootstrap lower bound. Sign
+convention: the printed rho is -Spearman(score, BPB), positive when a higher score goes with a
+lower (better) BPB.
 """
 from __future__ import annotations
 
@@ -132,17 +134,18 @@ def analyze(args: argparse.Namespace) -> int:
     from accelerators.zero_cost import PROXIES, choose_proxy, proxy_table, rows_from_csv
     rows = rows_from_csv(args.csv)
     prereg = load_prereg()
-    table = proxy_table(rows, seed=args.seed)
+    table = proxy_table(rows, prereg, seed=args.seed)
     proxy, verdict = choose_proxy(rows, prereg)
     if args.json:
         print(json.dumps({"table": table, "filter_proxy": proxy, "verdict": verdict.__dict__,
                           "sign": "rho = -Spearman(score, BPB): positive = higher score, lower BPB"}, indent=1))
         return 0
     print(f"{args.csv}: {len(rows)} configs. rho = -Spearman(score, BPB) (positive = the proxy ranks better "
-          "configs higher); [95 % percentile bootstrap, 2000 resamples]")
+          f"configs higher); [{prereg.bootstrap_level:g} percentile bootstrap (pre-registered bootstrap_level), "
+          "2000 resamples]")
     print(f"{'subset':9} {'n':>3} {'div':>3}  " + "  ".join(f"{p:>24}" for p in PROXIES))
     for name, e in table.items():
-        cells = [f"{e[p]['rho']:+.3f} [{e[p]['ci95'][0]:+.2f},{e[p]['ci95'][1]:+.2f}]" for p in PROXIES]
+        cells = [f"{e[p]['rho']:+.3f} [{e[p]['ci'][0]:+.2f},{e[p]['ci'][1]:+.2f}]" for p in PROXIES]
         print(f"{name:9} {e['n']:>3} {e['diverged']:>3}  " + "  ".join(f"{c:>24}" for c in cells))
     print(f"V2 verdict: {verdict.line()}")
     print(f"filter proxy: {proxy or 'none (V2 off)'}")

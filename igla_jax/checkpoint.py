@@ -11,7 +11,8 @@ import flax.serialization
 import jax
 import numpy as np
 
-FORMAT = 1
+# 2: the state's hparams carry the model's traced dropout and ema_beta (format 1 lacks them).
+FORMAT = 2
 
 
 class CheckpointError(RuntimeError):
@@ -46,9 +47,30 @@ def restore(path: str | Path, template: Any, model_cfg: Any, train_cfg: Any) -> 
     except Exception as e:  # msgpack raises several unrelated types on damage
         raise CheckpointError(f"{p}: damaged checkpoint ({type(e).__name__}: {e})") from None
     if blob.get("format") != FORMAT:
-        raise CheckpointError(f"{p}: unknown checkpoint format {blob.get('format')!r}")
+        raise CheckpointError(f"{p}: checkpoint format {blob.get('format')!r}; this code reads format {FORMAT} "
+                              "only (retrain, or use a fresh output directory)")
     for key, cfg in (("model_cfg", model_cfg), ("train_cfg", train_cfg)):
         want = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
         if blob[key] != want:
             raise CheckpointError(f"{p}: saved {key} {blob[key]} differs from the requested {want}")
-    return flax.serialization.from_state_dict(template, blob["state"])
+    try:
+        state = flax.serialization.from_state_dict(template, blob["state"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{p}: saved state does not fit the requested one ({type(e).__name__}: {e})") from None
+    _check_hparams(p, template, state)
+    return state
+
+
+def _check_hparams(p: Path, template: Any, state: Any) -> None:
+    """The traced hyperparameters (lr, dropout, ema_beta, ...) restored must be those the template was built with.
+
+    They are data, not part of the compiled program, so a mismatch would otherwise train silently
+    with the checkpoint's values under the requested configs' name.
+    """
+    want, got = getattr(template, "hparams", None), getattr(state, "hparams", None)
+    if want is None:
+        return
+    for k in sorted(want):
+        if not np.array_equal(np.asarray(want[k]), np.asarray(got[k])):
+            raise CheckpointError(f"{p}: saved hparams[{k!r}]={np.asarray(got[k]).tolist()} differs from the "
+                                  f"requested {np.asarray(want[k]).tolist()}")

@@ -1,4 +1,13 @@
-"""TinyShakespeare bytes: hash-checked loading, the 90/10 split, pure batches, honest BPB."""
+"""TinyShakespeare bytes: hash-checked loading, the train / validation / test split, pure batches, honest BPB.
+
+Split (pre-registration v2): train is the first 90 % (nanoGPT's convention, unchanged). The
+held-out 10 % is cut at a window boundary into a **validation** half (its first VAL_BYTES =
+55,552 bytes = 217 windows of 256, a whole number of windows for every context that divides
+256) and a **test** half (the remaining 55,988 bytes). Everything that selects (ASHA, filters,
+samplers, pruners, the leaderboard, the studies) reads validation; only victory rows and headline
+quality figures read test. For such a context the byte-weighted mean of the two halves' BPB
+equals the BPB over the whole held-out 10 % (the figure reported before the split).
+"""
 from __future__ import annotations
 
 import functools
@@ -16,6 +25,9 @@ VOCAB = 256
 DATA_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 DATA_BYTES = 1_115_394
 TRAIN_FRACTION = 0.9
+# Validation half of the held-out bytes: the largest multiple of 256 not above half of them.
+VAL_BYTES = 55_552
+SPLITS = ("val", "test", "heldout")   # what evaluate_bpb can score; heldout = val + test
 # Stream ids folded into a run's key so batch sampling and dropout never share randomness.
 BATCH_STREAM = 0
 DROPOUT_STREAM = 1
@@ -52,16 +64,33 @@ def load_bytes(path: str | None = None) -> bytes:
 
 
 def split_index(n: int) -> int:
-    """First validation byte: train is [0, split), validation is [split, n)."""
+    """First held-out byte: train is [0, split), held-out (validation + test) is [split, n)."""
     return int(n * TRAIN_FRACTION)
 
 
+def split_bounds(n: int) -> tuple[int, int]:
+    """(first validation byte, first test byte): train [0, a), validation [a, b), test [b, n)."""
+    a = split_index(n)
+    return a, a + VAL_BYTES
+
+
+def corpus() -> np.ndarray:
+    """Every byte of the hash-checked corpus as uint8 tokens (the one place the splits read from)."""
+    return np.frombuffer(load_bytes(), dtype=np.uint8)
+
+
 @functools.lru_cache(maxsize=1)
-def splits() -> tuple[np.ndarray, np.ndarray]:
-    """(train_N, val_M) uint8 token arrays; byte-level, vocabulary 256, disjoint by construction."""
-    tokens = np.frombuffer(load_bytes(), dtype=np.uint8)
-    s = split_index(tokens.size)
-    return tokens[:s], tokens[s:]
+def splits() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train_N, val_M, test_T) uint8 token arrays; byte-level, vocabulary 256, contiguous and disjoint."""
+    tokens = corpus()
+    a, b = split_bounds(tokens.size)
+    return tokens[:a], tokens[a:b], tokens[b:]
+
+
+def clear_caches() -> None:
+    """Forget cached splits and evaluation windows (tests that swap `corpus` call this)."""
+    splits.cache_clear()
+    eval_windows.cache_clear()
 
 
 def batch_key(seed: int | jax.Array, step: int | jax.Array) -> jax.Array:
@@ -73,30 +102,34 @@ def get_batch(train_N: jax.Array, seed: int | jax.Array, step: int | jax.Array, 
               context: int) -> tuple[jax.Array, jax.Array]:
     """Training batch (x_BxL, y_BxL) as a pure function of (seed, step); jit-safe.
 
-    Window starts are uniform over the training bytes; y is x shifted by one byte.
+    Window starts are uniform over every start whose window (context + 1 bytes) fits, so the
+    last training byte is a target too; y is x shifted by one byte.
     """
     key = batch_key(seed, step)
-    starts_B = jax.random.randint(key, (batch,), 0, train_N.shape[0] - context - 1)
+    starts_B = jax.random.randint(key, (batch,), 0, train_N.shape[0] - context)
     idx_BxL1 = starts_B[:, None] + jnp.arange(context + 1)[None, :]
     w_BxL1 = jnp.take(train_N, idx_BxL1).astype(jnp.int32)
     return w_BxL1[:, :-1], w_BxL1[:, 1:]
 
 
-@functools.lru_cache(maxsize=8)
-def validation_windows(context: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x_WxL, y_WxL, mask_WxL) covering every validation byte exactly once as a target.
+@functools.lru_cache(maxsize=16)
+def eval_windows(context: int, split: str = "val") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x_WxL, y_WxL, mask_WxL) covering every byte of `split` exactly once as a target.
 
-    Protocol: targets are the validation bytes in order, cut into non-overlapping windows of
-    `context` bytes; each window's inputs are the byte before each target (for the first
-    validation byte that is the last training byte, used as context only and never scored).
-    Each window starts with an empty model state, so the first target of a window is predicted
-    from one byte of context and the last from `context` bytes. The final partial window is
-    padded and masked. Nothing from validation is ever used as a training target.
+    Protocol: targets are the split's bytes in order, cut into non-overlapping windows of
+    `context` bytes starting at the split's first byte; each window's inputs are the byte before
+    each target (for the split's first byte that is the byte just before the split, used as
+    context only and never scored). Each window starts with an empty model state, so the first
+    target of a window is predicted from one byte of context and the last from `context` bytes.
+    The final partial window is padded and masked. Nothing held out is ever a training target.
     """
-    tokens = np.frombuffer(load_bytes(), dtype=np.uint8).astype(np.int32)
-    s = split_index(tokens.size)
-    y = tokens[s:]
-    x = tokens[s - 1:-1]
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}: choose one of {', '.join(SPLITS)}")
+    tokens = corpus().astype(np.int32)
+    a, b = split_bounds(tokens.size)
+    lo, hi = {"val": (a, b), "test": (b, tokens.size), "heldout": (a, tokens.size)}[split]
+    y = tokens[lo:hi]
+    x = tokens[lo - 1:hi - 1]
     n = y.size
     w = math.ceil(n / context)
     pad = w * context - n
@@ -104,6 +137,11 @@ def validation_windows(context: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     x = np.concatenate([x, np.zeros(pad, np.int32)])
     y = np.concatenate([y, np.zeros(pad, np.int32)])
     return x.reshape(w, context), y.reshape(w, context), mask.reshape(w, context)
+
+
+def validation_windows(context: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The validation half's windows (see `eval_windows`)."""
+    return eval_windows(context, "val")
 
 
 def token_bits(logits_BxLxV: jax.Array, y_BxL: jax.Array) -> jax.Array:
@@ -116,13 +154,14 @@ def token_bits(logits_BxLxV: jax.Array, y_BxL: jax.Array) -> jax.Array:
 
 
 def evaluate_bpb(logits_fn: Callable[[jax.Array], jax.Array], *, context: int,
-                 eval_batch: int = 256) -> float:
-    """Validation bits per byte: mean cross-entropy over every validation byte, in bits.
+                 eval_batch: int = 256, split: str = "val") -> float:
+    """Bits per byte over every byte of `split` (default: validation): mean cross-entropy, in bits.
 
     logits_fn maps x_BxL int32 tokens to logits_BxLxV (deterministic, no dropout). See
-    `validation_windows` for the windowing protocol. Sums are accumulated in float64 on the host.
+    `eval_windows` for the windowing protocol. Sums are accumulated in float64 on the host.
+    split="test" is for victory rows and headline figures only; nothing that selects reads it.
     """
-    x, y, m = validation_windows(context)
+    x, y, m = eval_windows(context, split)
     total, count = 0.0, 0.0
     for i in range(0, x.shape[0], eval_batch):
         xb, yb, mb = x[i:i + eval_batch], y[i:i + eval_batch], m[i:i + eval_batch]

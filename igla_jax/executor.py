@@ -16,15 +16,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from igla_jax.ledger import CodeVersion, Ledger, LedgerRow
+from igla_jax.ledger import RESULT_STATUSES, CodeVersion, Ledger, LedgerRow, row_kind
 from igla_jax.leaderboard import Leaderboard
 from igla_jax.race import (Action, BudgetExhausted, Confirm, ConfirmDone, Finish, Prune, Race, RaceState,
                            Reproduce, ReproduceDone, RungDone, Score, Scored, Start, Train)
 from igla_jax.race_types import RaceSummary
 from igla_jax.search_space import Config, SearchSpace
 
-RESULT_STATUSES = ("trained", "diverged", "confirmed", "reproduced")
 Compute = (Train, Confirm, Reproduce)
+ACTION_KIND = {Train: "train", Confirm: "confirm", Reproduce: "reproduce"}
 
 
 class ResumeError(RuntimeError):
@@ -57,7 +57,7 @@ def index_rows(rows: Sequence[dict], run_id: str) -> dict[tuple[int, str], dict]
     for r in rows:
         if r.get("run_id") != run_id or r.get("event_id") is None:
             continue
-        kind = r["status"] if r["status"] in ("promoted", "pruned") else "result"
+        kind = row_kind(r["status"])
         out[(int(r["event_id"]), kind)] = r
     return out
 
@@ -139,14 +139,23 @@ class Executor:
                 break
             self._check_row(a, row)
             events.append(_event(a, row["bpb"], "diverged" if row["status"] == "diverged" else "ok",
-                                 float(row.get("wall_s") or 0.0)))
+                                 float(row.get("wall_s") or 0.0), row.get("test_bpb")))
         return events
 
     def _check_row(self, a: Any, row: dict) -> None:
-        if row["config_id"] != a.config.config_id or row["seed"] != a.seed:
+        """The recorded row must answer exactly this action: config, seed, step, rung and kind."""
+        extra = row.get("extra") or {}
+        want = {"config": a.config.config_id, "seed": a.seed, "step": a.to_step, "kind": ACTION_KIND[type(a)],
+                "rung": a.rung if isinstance(a, Train) else None}
+        got = {"config": row["config_id"], "seed": row["seed"], "step": row["step"], "kind": extra.get("action"),
+               "rung": extra.get("rung")}
+        if row["status"] == "diverged":  # a diverged row records the step training stopped at
+            got["step"] = want["step"] if row["step"] <= a.to_step else row["step"]
+        bad = [k for k in want if want[k] != got[k]]
+        if bad:
+            diff = ", ".join(f"{k} {got[k]!r} (race asks {want[k]!r})" for k in bad)
             raise ResumeError(
-                f"{self.ledger.path}: row with event_id {a.action_id} records config {row['config_id']} seed "
-                f"{row['seed']}, but the replayed race asks for config {a.config.config_id} seed {a.seed} "
+                f"{self.ledger.path}: row with event_id {a.action_id} does not answer the replayed action: {diff} "
                 "(the code, preset or seed changed since this run started); use a fresh --out")
 
     # ------------------------------------------------------------------ training
@@ -164,25 +173,29 @@ class Executor:
             raise _BudgetStop()
 
     def _train_all(self, todo: list) -> Iterator[tuple[int, Any]]:
-        """Yields (action id, result) as trainings finish (same-shape groups as one population when it pays)."""
+        """Yields (action id, result) as trainings finish (same-shape groups as one population when it pays).
+
+        Only Confirm actions (victory runs) are also scored on the test half.
+        """
         groups: dict[tuple, list] = {}
-        for a in todo:
+        for a in todo:  # one compiled program per shape: dropout and the EMA beta are traced
             mc, tc = self._configs(a)
-            groups.setdefault((mc, a.to_step), []).append((a, tc))
+            groups.setdefault((mc.shape(), a.to_step), []).append((a, mc, tc))
         pays = getattr(self.trainer, "population_pays", None)
-        for (mc, to_step), members in groups.items():
-            if len(members) > 1 and pays is not None and hasattr(self.trainer, "run_population") and pays(mc, len(members)):
+        for (shape, to_step), members in groups.items():
+            if len(members) > 1 and pays is not None and hasattr(self.trainer, "run_population") and pays(shape, len(members)):
                 res = self.trainer.run_population(
-                    mc, [tc for _, tc in members], to_step=to_step,
-                    from_checkpoints=[self.ckpt_path(getattr(a, "from_checkpoint", None)) for a, _ in members],
-                    save_checkpoints=[self.ckpt_path(getattr(a, "save_checkpoint", None)) for a, _ in members],
-                    progress=self._progress)
-                yield from ((a.action_id, r) for (a, _), r in zip(members, res))
+                    [mc for _, mc, _ in members], [tc for _, _, tc in members], to_step=to_step,
+                    from_checkpoints=[self.ckpt_path(getattr(a, "from_checkpoint", None)) for a, _, _ in members],
+                    save_checkpoints=[self.ckpt_path(getattr(a, "save_checkpoint", None)) for a, _, _ in members],
+                    progress=self._progress, eval_tests=[isinstance(a, Confirm) for a, _, _ in members])
+                yield from ((a.action_id, r) for (a, _, _), r in zip(members, res))
                 continue
-            for a, tc in members:
+            for a, mc, tc in members:
                 yield a.action_id, self.trainer.run_trial(
                     mc, tc, to_step=to_step, from_checkpoint=self.ckpt_path(getattr(a, "from_checkpoint", None)),
-                    save_checkpoint=self.ckpt_path(getattr(a, "save_checkpoint", None)), progress=self._progress)
+                    save_checkpoint=self.ckpt_path(getattr(a, "save_checkpoint", None)), progress=self._progress,
+                    eval_test=isinstance(a, Confirm))
 
     # ------------------------------------------------------------------ rows
     def _row(self, cfg: Config, *, seed: int, step: int, bpb: float | None, status: str, event_id: int,
@@ -193,13 +206,14 @@ class Executor:
 
     def _append(self, row: LedgerRow) -> None:
         d = self.ledger.append(row)
-        kind = d["status"] if d["status"] in ("promoted", "pruned") else "result"
+        kind = row_kind(d["status"])
         self.recorded[(d["event_id"], kind)] = d
         board_add(self.board, d)
         key = (d["run_id"], d["event_id"], d["status"])
         # every confirmation-phase row, a failed reproduction or a diverged confirmation included
         confirming = (d.get("extra") or {}).get("action") in ("confirm", "reproduce")
         if self.canonical is not None and confirming and key not in self.canonical_keys:
+            # a kill here leaves the row in the run ledger only: resume reconciles (race_runner.reconcile_canonical)
             self.canonical.append(d)
             self.canonical_keys.add(key)
 
@@ -211,13 +225,17 @@ class Executor:
                                    note=f"promoted to rung {a.rung + 1}",
                                    extra={"trial_id": tid, "rung": a.rung - 1, "action": "promote"}))
         ok = res.status == "ok" and math.isfinite(res.val_bpb)
-        kind = {Train: "train", Confirm: "confirm", Reproduce: "reproduce"}[type(a)]
-        note = None
+        kind = ACTION_KIND[type(a)]
+        note, test_bpb = None, None
         if not ok:
             status, bpb, step = "diverged", None, int(res.step)
             note = f"non-finite training loss by step {res.step}"
         elif isinstance(a, Confirm):
             status, bpb, step = "confirmed", float(res.val_bpb), a.to_step
+            test = getattr(res, "test_bpb", None)
+            if test is None or not math.isfinite(test):
+                raise RuntimeError(f"trainer returned no finite test_bpb for the victory run {a!r}")
+            test_bpb = float(test)
         elif isinstance(a, Reproduce):
             delta = abs(float(res.val_bpb) - a.original_bpb)
             good = delta <= self.race.config.reproduce_tol
@@ -231,7 +249,7 @@ class Executor:
         if isinstance(a, Train):
             extra["rung"] = a.rung
         self._append(self._row(a.config, seed=a.seed, step=step, bpb=bpb, status=status, event_id=a.action_id,
-                               wall_s=_wall(res), note=note, extra=extra))
+                               wall_s=_wall(res), note=note, extra=extra, test_bpb=test_bpb))
         self.executed += 1
 
     def _write_prune(self, a: Prune) -> None:
@@ -248,11 +266,12 @@ def _wall(res: Any) -> float:
     return round(float(res.wall_s), 6)
 
 
-def _event(a: Any, bpb: float | None, status: str, cost_s: float) -> Any:
+def _event(a: Any, bpb: float | None, status: str, cost_s: float, test_bpb: float | None = None) -> Any:
     if isinstance(a, Train):
         return RungDone(a.action_id, a.trial_id, a.rung, a.to_step, bpb, cost_s, status)
-    cls = ConfirmDone if isinstance(a, Confirm) else ReproduceDone
-    return cls(a.action_id, a.seed, a.to_step, bpb, cost_s, status)
+    if isinstance(a, Confirm):
+        return ConfirmDone(a.action_id, a.seed, a.to_step, bpb, cost_s, status, test_bpb)
+    return ReproduceDone(a.action_id, a.seed, a.to_step, bpb, cost_s, status)
 
 
 def board_add(board: Leaderboard, row: dict) -> None:

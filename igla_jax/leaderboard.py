@@ -1,11 +1,19 @@
 """Per-run SQLite leaderboard: trials, their rung evaluations, and the view v_igla_leaderboard.
 
-The view keeps only evaluations at step >= the pre-registered min_victory_step, with a finite
-BPB, and returns the best (lowest) BPB per (config_id, seed). Each evaluation is an honest
-measurement at a rung step, so "best" picks the best rung measurement, never a minimum over a
-training curve. A SQL view cannot take parameters, so the step threshold is written into the
-view as an integer literal when the database is created, and stored in table igla_meta; opening
-a database built under a different threshold is an error.
+The view shows one row per trial: the evaluation at the trial's highest recorded step, and only
+when that step is >= the pre-registered min_victory_step and its BPB is finite. It never takes the
+minimum over a trial's evaluations: a trial measured at 4000 (1.9) and at 8000 (2.0) shows 2.0 at
+8000. The best of several noisy measurements is biased low (a best-of-steps selection, which the
+project's rule forbids: BPB is measured at the step asked for, never a best-of-run minimum), and a
+trial's last evaluation is where the race's decisions about it were made. A trial whose last
+evaluation diverged (BPB NULL) shows nothing, never an earlier finite step.
+
+A SQL view cannot take parameters, so the step threshold is written into the view as an integer
+literal when the database is created, and stored in table igla_meta; opening a database built
+under a different threshold is an error. igla_meta also records the view's schema_version: a
+database made by an older version (schema 1: the best-of-steps view) has its view dropped and
+recreated when it is opened for writing, and `read_top` (read-only) queries the current
+selection directly instead of the stale view.
 
     sqlite3 race.db 'SELECT * FROM v_igla_leaderboard ORDER BY bpb ASC LIMIT 10'
 """
@@ -45,17 +53,22 @@ CREATE TABLE IF NOT EXISTS evaluations (
     PRIMARY KEY (trial_id, step)
 );
 """
+# Schema 1 (no schema_version row): the view took the minimum BPB per (config, seed) over every
+# evaluation at step >= min_victory_step. Schema 2: the evaluation at each trial's highest step.
+SCHEMA_VERSION = 2
 # {min_step} is an int literal (validated by the pre-registration), never user text.
-_VIEW_SQL = """
-CREATE VIEW IF NOT EXISTS v_igla_leaderboard AS
-SELECT config_id, family, seed, step, bpb FROM (
+# Why the highest step and not the lowest BPB: see the module docstring (no best-of-steps selection).
+_SELECT_SQL = """
+SELECT config_id, family, seed, step, bpb, trial_id FROM (
+    -- one row per trial: its last evaluation (highest step), whatever its BPB. Never min(bpb) over a
+    -- trial's steps: the best of several noisy measurements is biased low (best-of-steps selection).
     SELECT t.config_id AS config_id, t.family AS family, t.seed AS seed, e.step AS step, e.bpb AS bpb,
-           ROW_NUMBER() OVER (PARTITION BY t.config_id, t.seed
-                              ORDER BY e.bpb ASC, e.step ASC, t.trial_id ASC) AS rn
+           t.trial_id AS trial_id,
+           ROW_NUMBER() OVER (PARTITION BY e.trial_id ORDER BY e.step DESC) AS rn
     FROM evaluations AS e JOIN trials AS t ON t.trial_id = e.trial_id
-    WHERE e.step >= {min_step} AND e.bpb IS NOT NULL AND e.bpb > -9e999 AND e.bpb < 9e999
-) WHERE rn = 1
+) WHERE rn = 1 AND step >= {min_step} AND bpb IS NOT NULL AND bpb > -9e999 AND bpb < 9e999
 """
+_VIEW_SQL = "CREATE VIEW v_igla_leaderboard AS" + _SELECT_SQL
 
 
 class LeaderboardError(RuntimeError):
@@ -64,12 +77,13 @@ class LeaderboardError(RuntimeError):
 
 @dataclass(frozen=True)
 class LeaderRow:
-    """One row of v_igla_leaderboard."""
+    """One row of v_igla_leaderboard: a trial's evaluation at its highest step."""
     config_id: str
     family: str
     seed: int
     step: int
     bpb: float
+    trial_id: str
 
 
 def _now() -> str:
@@ -77,7 +91,7 @@ def _now() -> str:
 
 
 class Leaderboard:
-    """A run's leaderboard database; creates tables and the view on first open."""
+    """A run's leaderboard database; creates tables and the view on first open, rebuilds an older view."""
 
     def __init__(self, db_path: str | os.PathLike[str], *, prereg: Prereg | None = None):
         self.path = Path(db_path)
@@ -97,13 +111,28 @@ class Leaderboard:
                     raise LeaderboardError(
                         f"{self.path}: built with min_victory_step {got[0]}, but the pre-registration "
                         f"({pr.source or 'given'}) says {self.min_victory_step}; use a fresh --out")
-                self.conn.execute(_VIEW_SQL.format(min_step=self.min_victory_step))
+                self._ensure_view()
         except sqlite3.Error as e:
             self._close_quietly()
             raise LeaderboardError(f"{self.path}: cannot open the leaderboard database: {e}") from None
         except LeaderboardError:
             self._close_quietly()
             raise
+
+    def _ensure_view(self) -> None:
+        """Creates the view, or drops and recreates one made by an older schema (the view is derived data)."""
+        version = _schema_version(self.conn)
+        if version > SCHEMA_VERSION:
+            raise LeaderboardError(f"{self.path}: leaderboard schema {version} is newer than this code's "
+                                   f"{SCHEMA_VERSION}; use the code that made it or a fresh --out")
+        has_view = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = ?",
+                                     (VIEW,)).fetchone()
+        if version == SCHEMA_VERSION and has_view:
+            return
+        self.conn.execute(f"DROP VIEW IF EXISTS {VIEW}")
+        self.conn.execute(_VIEW_SQL.format(min_step=self.min_victory_step))
+        self.conn.execute("INSERT INTO igla_meta (key, value) VALUES ('schema_version', ?) "
+                          "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
 
     def _close_quietly(self) -> None:
         conn = getattr(self, "conn", None)
@@ -155,17 +184,27 @@ class Leaderboard:
 
     def top(self, n: int = 10) -> list[LeaderRow]:
         """The n best rows of v_igla_leaderboard (lowest BPB first)."""
-        return _top(self.conn, n)
+        return _top(self.conn, n, VIEW)
 
 
-def _top(conn: sqlite3.Connection, n: int) -> list[LeaderRow]:
-    cur = conn.execute(f"SELECT config_id, family, seed, step, bpb FROM {VIEW} "
-                       "ORDER BY bpb ASC, config_id ASC, seed ASC LIMIT ?", (int(n),))
+def _schema_version(conn: sqlite3.Connection) -> int:
+    """igla_meta's schema_version; 1 for a database made before it was recorded."""
+    got = conn.execute("SELECT value FROM igla_meta WHERE key = 'schema_version'").fetchone()
+    return 1 if got is None else int(got[0])
+
+
+def _top(conn: sqlite3.Connection, n: int, source: str) -> list[LeaderRow]:
+    cur = conn.execute(f"SELECT config_id, family, seed, step, bpb, trial_id FROM {source} "
+                       "ORDER BY bpb ASC, config_id ASC, seed ASC, trial_id ASC LIMIT ?", (int(n),))
     return [LeaderRow(*r) for r in cur.fetchall()]
 
 
 def read_top(db_path: str | os.PathLike[str], n: int = 10) -> tuple[list[LeaderRow], int | None]:
-    """Opens an existing database read-only; returns (top n rows, its min_victory_step if recorded)."""
+    """Opens an existing database read-only; returns (top n rows, its min_victory_step if recorded).
+
+    A database of an older schema keeps its old view until it is opened for writing; read here, the
+    current selection is run directly on its tables (with its recorded min_victory_step).
+    """
     p = Path(db_path)
     if not p.is_file():
         raise LeaderboardError(f"{p}: no such leaderboard database")
@@ -178,7 +217,15 @@ def read_top(db_path: str | os.PathLike[str], n: int = 10) -> tuple[list[LeaderR
         if not has_view:
             raise LeaderboardError(f"{p}: not a race leaderboard (no view {VIEW})")
         meta = conn.execute("SELECT value FROM igla_meta WHERE key = 'min_victory_step'").fetchone()
-        return _top(conn, n), (int(meta[0]) if meta else None)
+        min_step = int(meta[0]) if meta else None
+        version = _schema_version(conn)
+        if version == SCHEMA_VERSION:
+            return _top(conn, n, VIEW), min_step
+        if version > SCHEMA_VERSION or min_step is None:
+            raise LeaderboardError(f"{p}: leaderboard schema {version} (min_victory_step "
+                                   f"{'unrecorded' if min_step is None else min_step}): this code reads "
+                                   f"schema {SCHEMA_VERSION}")
+        return _top(conn, n, f"({_SELECT_SQL.format(min_step=min_step)})"), min_step
     except sqlite3.Error as e:
         raise LeaderboardError(f"{p}: not a readable leaderboard database: {e}") from None
     finally:

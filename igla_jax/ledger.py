@@ -26,12 +26,22 @@ from igla_jax.prereg import repo_root
 log = logging.getLogger(__name__)
 
 CANONICAL_LEDGER = repo_root() / "assertions" / "seed_results.jsonl"
+# The one status vocabulary; every other module imports these names (never a hand-kept copy).
 STATUSES = frozenset({"trained", "promoted", "pruned", "diverged", "confirmed", "reproduced"})
-BPB_REQUIRED = frozenset({"trained", "confirmed", "reproduced"})  # these rows carry a measured, finite BPB
+# Rows that carry a BPB measured by that row's own run (finite, > 0).
+BPB_REQUIRED = frozenset({"trained", "confirmed", "reproduced"})
+# Rows that answer a compute action (Train, Confirm, Reproduce): the executor's result rows.
+RESULT_STATUSES = frozenset(BPB_REQUIRED | {"diverged"})
+# Rows whose bpb is a validation measurement at a rung (a promoted row repeats the rung result that earned it).
+MEASURED_STATUSES = frozenset(BPB_REQUIRED | {"promoted"})
+# Rows that may count toward victory (pre-registration v2): from-scratch confirmation runs on a victory
+# seed, judged on their test_bpb. The reproduce row (the selected run re-run on its search seed) is
+# evidence of reproducibility and never counts; rung results, pruned and diverged rows never count.
+VICTORY_STATUSES = frozenset({"confirmed"})
 MARKER_KEY = "ledger_marker"
 ISOLATED = "isolated_truncated_line"
 REQUIRED = ("ts", "sha", "dirty", "run_id", "config_id", "config", "family", "seed", "step", "bpb", "status")
-OPTIONAL = ("decided_by", "score", "event_id", "preset", "wall_s", "note", "extra")
+OPTIONAL = ("decided_by", "score", "event_id", "preset", "wall_s", "note", "extra", "test_bpb")
 _SHA_RE = re.compile(r"^(?:[0-9a-f]{7,64}|unknown)$")
 
 
@@ -91,6 +101,7 @@ class LedgerRow:
     wall_s: float | None = None
     note: str | None = None
     extra: Mapping[str, Any] | None = None
+    test_bpb: float | None = None   # BPB on the test half (victory runs only; nothing selects on it)
 
     @classmethod
     def stamped(cls, version: CodeVersion, **fields: Any) -> "LedgerRow":
@@ -160,7 +171,8 @@ def _field_errors(d: Mapping[str, Any]) -> tuple[str, str] | None:
         ("seed", _is_int(d["seed"]), "must be an integer"),
         ("step", _is_int(d["step"]) and d["step"] >= 0, "must be an integer >= 0"),
         ("status", d["status"] in STATUSES, f"must be one of {sorted(STATUSES)}"),
-        ("bpb", d["bpb"] is None or (_is_num(d["bpb"]) and math.isfinite(d["bpb"])), "must be a finite number or null"),
+        ("bpb", d["bpb"] is None or (_is_num(d["bpb"]) and math.isfinite(d["bpb"]) and d["bpb"] > 0),
+         "must be a finite number > 0 or null (bits per byte: a cross-entropy, never <= 0)"),
     ]
     for name, ok, what in checks:
         if not ok:
@@ -185,6 +197,9 @@ def _field_errors(d: Mapping[str, Any]) -> tuple[str, str] | None:
             return "score", bad
     if d.get("event_id") is not None and not (_is_int(d["event_id"]) and d["event_id"] >= 0):
         return "event_id", f"must be an integer >= 0, got {d['event_id']!r}"
+    if d.get("test_bpb") is not None and not (_is_num(d["test_bpb"]) and math.isfinite(d["test_bpb"])
+                                              and d["test_bpb"] > 0):
+        return "test_bpb", f"must be a finite number > 0 (or absent), got {d['test_bpb']!r}"
     if d.get("wall_s") is not None and not (_is_num(d["wall_s"]) and math.isfinite(d["wall_s"]) and d["wall_s"] >= 0):
         return "wall_s", f"must be a finite number >= 0, got {d['wall_s']!r}"
     for k in ("preset", "note"):
@@ -193,6 +208,21 @@ def _field_errors(d: Mapping[str, Any]) -> tuple[str, str] | None:
     if d.get("extra") is not None and not isinstance(d["extra"], dict):
         return "extra", f"must be an object, got {d['extra']!r}"
     return None
+
+
+def row_kind(status: str) -> str:
+    """The kind of row an event may write once: 'promoted', 'pruned' or 'result' (every other status)."""
+    return status if status in ("promoted", "pruned") else "result"
+
+
+def row_key(d: Mapping[str, Any]) -> tuple[str, int, str] | None:
+    """(run_id, event_id, kind): a run writes at most one row per key; None for rows without an event id."""
+    eid = d.get("event_id")
+    return None if eid is None else (d["run_id"], int(eid), row_kind(d["status"]))
+
+
+def _duplicate(key: tuple[str, int, str]) -> str:
+    return f"repeats run {key[0]!r} event_id {key[1]} kind '{key[2]}'"
 
 
 def normalize_row(row: LedgerRow | Mapping[str, Any]) -> dict[str, Any]:
@@ -227,6 +257,7 @@ class LedgerRead:
     truncated_tail: str | None
     path: Path
     isolated_lines: tuple[int, ...] = ()
+    line_numbers: tuple[int, ...] = ()   # the file line of each row in `rows` (1-based)
 
 
 def _parse_line(text: str) -> tuple[Any, str | None]:
@@ -244,7 +275,9 @@ def read_ledger(path: str | os.PathLike[str], *, missing_ok: bool = False) -> Le
     """Reads and validates every line; raises LedgerError naming file and line of a bad one.
 
     A last line without its newline that is not valid JSON is a crash's truncated tail: it is
-    reported (warning + `truncated_tail`) and skipped. Event ids must not decrease within a run.
+    reported (warning + `truncated_tail`) and skipped. Event ids must not decrease within a run, and
+    a run has at most one row per (event_id, kind), kind = promoted, pruned or result (`row_kind`):
+    a repeated row (a replay written twice) would count one measurement twice.
     """
     p = Path(path)
     try:
@@ -273,8 +306,10 @@ def read_ledger(path: str | os.PathLike[str], *, missing_ok: bool = False) -> Le
             warnings.warn(msg, stacklevel=2)
             log.warning(msg)
     rows: list[dict[str, Any]] = []
+    line_numbers: list[int] = []
     isolated: list[int] = []
     last_event: dict[str, int] = {}
+    first_line: dict[tuple[str, int, str], int] = {}
     for i, (obj, err) in enumerate(parsed):
         lineno = i + 1
         nxt = parsed[i + 1][0] if i + 1 < len(parsed) else None
@@ -298,8 +333,13 @@ def read_ledger(path: str | os.PathLike[str], *, missing_ok: bool = False) -> Le
                 raise LedgerError(f"{p}: line {lineno}: field 'event_id' {eid} is below the run's previous "
                                   f"event id {last_event[obj['run_id']]} (run {obj['run_id']!r})")
             last_event[obj["run_id"]] = eid
+            key = row_key(obj)
+            if key in first_line:
+                raise LedgerError(f"{p}: line {lineno}: {_duplicate(key)} of line {first_line[key]}")
+            first_line[key] = lineno
         rows.append(obj)
-    return LedgerRead(rows, truncated, p, tuple(isolated))
+        line_numbers.append(lineno)
+    return LedgerRead(rows, truncated, p, tuple(isolated), tuple(line_numbers))
 
 
 def _is_canonical(p: Path) -> bool:
@@ -313,7 +353,8 @@ class Ledger:
     """Append-only writer: validates each row, writes one JSON line, flushes and fsyncs it.
 
     Refuses the canonical ledger (assertions/seed_results.jsonl) unless canonical_ok=True.
-    Event ids must not decrease within a run (checked against the rows already in the file).
+    Event ids must not decrease within a run, and a (run_id, event_id, kind) already in the file is
+    never written again (both checked against the rows already in the file, as `read_ledger` does).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, canonical_ok: bool = False):
@@ -328,13 +369,17 @@ class Ledger:
         read = read_ledger(self.path, missing_ok=True)
         self.truncated_tail = read.truncated_tail
         self._last_event: dict[str, int] = {}
-        for r in read.rows:
-            if r.get("event_id") is not None:
+        self._key_line: dict[tuple[str, int, str], int] = {}
+        for r, lineno in zip(read.rows, read.line_numbers):
+            key = row_key(r)
+            if key is not None:
                 self._last_event[r["run_id"]] = r["event_id"]
+                self._key_line[key] = lineno
         self._repair_tail()
         if not existed:
             self._write(b"")
             _fsync_dir(self.path.parent)
+        self._n_lines = self.path.read_bytes().count(b"\n")  # every line is terminated after the repair
 
     def _repair_tail(self) -> None:
         """Ends an unterminated last line; a damaged one gets an isolation marker after it."""
@@ -371,14 +416,20 @@ class Ledger:
             d = normalize_row(row)
         except LedgerError as e:
             raise LedgerError(f"{self.path}: new row: {e}") from None
-        eid = d.get("event_id")
-        if eid is not None:
+        eid, key = d.get("event_id"), row_key(d)
+        if key is not None:
             prev = self._last_event.get(d["run_id"])
             if prev is not None and eid < prev:
                 raise LedgerError(f"{self.path}: new row: field 'event_id' {eid} is below the run's previous "
                                   f"event id {prev} (run {d['run_id']!r})")
-            self._last_event[d["run_id"]] = eid
+            if key in self._key_line:
+                raise LedgerError(f"{self.path}: new row (line {self._n_lines + 1}): {_duplicate(key)} of line "
+                                  f"{self._key_line[key]}")
         self._write(json.dumps(d, allow_nan=False, separators=(",", ":")).encode("utf-8") + b"\n")
+        self._n_lines += 1
+        if key is not None:
+            self._last_event[d["run_id"]] = eid
+            self._key_line[key] = self._n_lines
         return d
 
 

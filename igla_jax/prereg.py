@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 PREREG_ENV = "IGLA_PREREG"
-META_FIELDS = ("units", "notes")
+META_FIELDS = ("units", "notes", "version", "date", "amendments")
 
 
 class PreregError(ValueError):
@@ -65,6 +65,14 @@ class Prereg:
     null_sim_draws: int
     surrogate_mae_max: float
     curriculum_var_increase_max: float
+    phi_explore_share: float
+    phi_judge_fraction: float
+    lr_transfer_max_shift: int
+    filter_score_pool: int
+    bootstrap_level: float
+    version: int = 1
+    date: str = ""
+    amendments: tuple[Mapping[str, Any], ...] = field(default=(), compare=False, hash=False, repr=False)
     source: str = field(default="", compare=False)
     notes: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
     units: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -76,6 +84,7 @@ class Prereg:
 
 
 CONSTANT_FIELDS = tuple(f.name for f in dataclasses.fields(Prereg) if f.name not in ("source",) + META_FIELDS)
+DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
 
 
 class _Bad(Exception):
@@ -165,6 +174,11 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "null_sim_draws": lambda n, v: _int(n, v, 10_000),  # issue 4: "at least 10,000 draws"
     "surrogate_mae_max": _positive,
     "curriculum_var_increase_max": _positive,
+    "phi_explore_share": _fraction,
+    "phi_judge_fraction": _fraction,
+    "lr_transfer_max_shift": lambda n, v: _int(n, v, 0),
+    "filter_score_pool": lambda n, v: _int(n, v, 1),
+    "bootstrap_level": _fraction,
 }
 assert set(_PARSERS) == set(CONSTANT_FIELDS), "every Prereg constant needs a parser"
 
@@ -194,6 +208,33 @@ def _cross_checks(c: dict[str, Any]) -> None:
                                   f"bpb_band low {lo}")
 
 
+def _versioning(data: dict[str, Any]) -> tuple[int, str, tuple[dict[str, Any], ...]]:
+    """version (an integer >= 1), date (YYYY-MM-DD) and one amendment per version, in order, the last = version."""
+    import re
+    version = _int("version", data["version"], 1)
+    date = data["date"]
+    if not isinstance(date, str) or not re.match(DATE_RE, date):
+        raise _Bad("date", f"must be a date YYYY-MM-DD, got {date!r}")
+    am = data["amendments"]
+    if not isinstance(am, list) or len(am) != version:
+        raise _Bad("amendments", f"must be a list with one entry per version (1..{version}), got "
+                                 f"{len(am) if isinstance(am, list) else type(am).__name__}")
+    for i, a in enumerate(am):
+        where = f"amendments[{i}]"
+        if not isinstance(a, dict) or set(a) != {"version", "date", "what", "why"}:
+            raise _Bad(where, "must be an object with exactly version, date, what, why")
+        if a["version"] != i + 1:
+            raise _Bad(f"{where}.version", f"must be {i + 1} (amendments in version order), got {a['version']!r}")
+        if not isinstance(a["date"], str) or not re.match(DATE_RE, a["date"]):
+            raise _Bad(f"{where}.date", f"must be a date YYYY-MM-DD, got {a['date']!r}")
+        for k in ("what", "why"):
+            if not isinstance(a[k], str) or not a[k].strip():
+                raise _Bad(f"{where}.{k}", "must say what changed and why (non-empty string)")
+    if am[-1]["date"] != date:
+        raise _Bad("date", f"must be the date of the last amendment ({am[-1]['date']}), got {date!r}")
+    return version, date, tuple(dict(a) for a in am)
+
+
 def parse_prereg(data: Any, source: str = "<memory>") -> Prereg:
     """Validates a decoded pre-registration object; raises PreregError naming source and field."""
     try:
@@ -212,12 +253,13 @@ def parse_prereg(data: Any, source: str = "<memory>") -> Prereg:
         if missing_notes:
             raise _Bad(f"notes.{missing_notes[0]}", "is missing: every constant needs a why/source note")
         units = _string_map("units", data["units"], None)
+        version, date, amendments = _versioning(data)
         if "bpb" not in units:
             raise _Bad("units.bpb", "is missing: state the BPB unit (bits per byte)")
         _cross_checks(c)
     except _Bad as e:
         raise PreregError(f"{source}: field '{e.name}' {e.what}") from None
-    return Prereg(**c, source=source, notes=notes, units=units)
+    return Prereg(**c, version=version, date=date, amendments=amendments, source=source, notes=notes, units=units)
 
 
 def load_prereg(path: str | os.PathLike[str] | None = None) -> Prereg:

@@ -10,8 +10,11 @@ Scheduling, when a worker slot is free (Li et al. 2020, Algorithm 2):
    any size once no new trial can start (the drain), so the top rung is always reached;
 2. else start a new trial: the allocator picks the family, the sampler the config (through the
    filter's Score / Scored round trip when a filter is enabled);
-3. when nothing runs and nothing can start, the champion (best at the top rung) is confirmed
-   on the other victory seeds and re-run once from scratch on its own seed (Reproduce).
+3. when nothing runs and nothing can start, the champion (best validation BPB at the top rung)
+   is trained from scratch on every victory seed (Confirm: validation and test BPB; victory
+   judges only these rows' test BPB) and re-run once from scratch on its own search seed
+   (Reproduce: reproducibility evidence, never counted). Search trials train on the race's
+   search seed, never a victory seed, so selection and confirmation share no training noise.
 A diverged rung prunes the trial with status "diverged"; the race goes on.
 """
 from __future__ import annotations
@@ -137,8 +140,10 @@ class Race:
     def _record_seed_run(self, state: RaceState, a: Any, ev: Any) -> RaceState:
         ok = ev.status == "ok" and ev.bpb is not None and math.isfinite(ev.bpb)
         kind = "confirm" if isinstance(a, Confirm) else "reproduce"
+        test = getattr(ev, "test_bpb", None)
         run = SeedRun(kind=kind, seed=a.seed, step=a.to_step, bpb=float(ev.bpb) if ok else None,
-                      cost_s=float(ev.cost_s), status="ok" if ok else "diverged")
+                      cost_s=float(ev.cost_s), status="ok" if ok else "diverged",
+                      test_bpb=float(test) if ok and test is not None else None)
         return dataclasses.replace(state, seed_runs=state.seed_runs + (run,),
                                    counters=state.counters.add(steps=a.to_step, cost_s=float(ev.cost_s)))
 
@@ -155,7 +160,7 @@ class Race:
         for c, s, k in zip(a.candidates, ev.scores, keep):
             if not k:
                 state, act = _emit(state, lambda i: Prune(
-                    i, "", c, state.config.seed, 0, None,
+                    i, "", c, state.config.search_seed, 0, None,
                     f"{self.filter.name}: score {float(s):.6g} outside the kept {n_kept} of {len(keep)}",
                     self.filter.name, float(s)))
                 acts.append(act)
@@ -237,11 +242,11 @@ class Race:
     def _start(self, state: RaceState, cfg: Config, acts: list, *, queue: tuple) -> RaceState:
         c = state.config
         tid = f"t{state.counters.started:04d}"
-        trial = Trial(trial_id=tid, config=cfg, seed=c.seed, status="running")
+        trial = Trial(trial_id=tid, config=cfg, seed=c.search_seed, status="running")
         state = dataclasses.replace(state, trials=state.trials + (trial,), queue=queue,
                                     counters=state.counters.add(started=1))
         state, act = _emit(state, lambda i: Train(
-            i, tid, cfg, c.seed, 0, 0, c.rungs[0], c.rungs[-1], None, _ckpt(tid, c.rungs[0]) if len(c.rungs) > 1 else None,
+            i, tid, cfg, c.search_seed, 0, 0, c.rungs[0], c.rungs[-1], None, _ckpt(tid, c.rungs[0]) if len(c.rungs) > 1 else None,
             None, None))
         acts.append(act)
         return state
@@ -301,10 +306,9 @@ class Race:
         state = dataclasses.replace(state, phase="confirm", champion=champ.trial_id)
         if not c.confirm:
             return state
-        for s in c.victory_seeds:
-            if s != champ.seed:
-                state, act = _emit(state, lambda i: Confirm(i, champ.config, s, c.rungs[-1]))
-                acts.append(act)
+        for s in c.victory_seeds:  # every victory seed, from scratch: none of them is the selected run
+            state, act = _emit(state, lambda i: Confirm(i, champ.config, s, c.rungs[-1]))
+            acts.append(act)
         state, act = _emit(state, lambda i: Reproduce(i, champ.config, champ.seed, c.rungs[-1], champ.results[-1].bpb))
         acts.append(act)
         return state

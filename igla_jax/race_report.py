@@ -98,7 +98,8 @@ def print_summary(console: Console, o: RaceOutcome, final_verdicts: tuple = ()) 
             t.add_row(str(i), r.config_id, r.family, str(r.seed), str(r.step), f"{r.bpb:.4f}")
         console.print(t)
     else:
-        console.print("leaderboard view: empty (no evaluation at step >= min_victory_step)")
+        console.print("leaderboard view: empty (no evaluation at step >= min_victory_step, the pre-registered "
+                      "4000; smoke, quick and tenth races stop below it): see the race ranking")
     t = Table(title="race ranking top 5 (highest rung reached, then BPB there; not victory-eligible by itself)")
     for col in ("#", "trial", "config_id", "config", "step", "bpb"):
         t.add_column(col)
@@ -106,11 +107,17 @@ def print_summary(console: Console, o: RaceOutcome, final_verdicts: tuple = ()) 
         t.add_row(str(i), tid, cfg.config_id, cfg.short(), str(step), f"{bpb:.4f}")
     console.print(t)
     if s.champion_config is not None:
-        runs = ", ".join(f"{r.kind} seed {r.seed}: " + (f"{r.bpb:.6f}" if r.bpb is not None else "diverged")
-                         for r in s.seed_runs)
+        def run_text(r) -> str:
+            if r.bpb is None:
+                return f"{r.kind} seed {r.seed}: diverged"
+            test = f", test {r.test_bpb:.6f}" if r.test_bpb is not None else ""
+            return f"{r.kind} seed {r.seed}: val {r.bpb:.6f}{test}"
+        runs = "; ".join(run_text(r) for r in s.seed_runs)
         console.print(f"champion {s.champion} {s.champion_config.config_id} ({s.champion_config.short()}): "
-                      f"BPB {s.champion_bpb:.6f} at step {s.champion_step}; {runs or 'no confirmation runs'}; "
-                      f"reproduced: {s.reproduced}", highlight=False)
+                      f"validation BPB {s.champion_bpb:.6f} at step {s.champion_step} (search seed "
+                      f"{o.state.config.search_seed}; selected on validation, so biased low)", highlight=False)
+        console.print(f"  from-scratch runs: {runs or 'none'}; reproduced: {s.reproduced} "
+                      "(victory judges only the confirm runs' test BPB)", highlight=False)
     else:
         console.print("no champion: no trial finished the top rung")
     if s.verdicts or final_verdicts:
@@ -124,7 +131,7 @@ def print_summary(console: Console, o: RaceOutcome, final_verdicts: tuple = ()) 
     if v is None:
         console.print("victory: not evaluated (no champion)")
     elif v.accepted:
-        console.print(f"victory: ACCEPTED for config {v.config_id} (mean {v.mean:.4f}, p {v.p_value:.3g})")
+        console.print(f"victory: ACCEPTED for config {v.config_id} (mean test BPB {v.mean:.4f}, p {v.p_value:.3g})")
     else:
         console.print(f"victory: rejected ({len(v.reasons)} reason(s))", highlight=False)
         for r in v.reasons:

@@ -47,7 +47,7 @@ class Preset:
         max_trials = self.max_trials if self.max_trials is not None else prereg.eta ** len(rungs)
         return RaceConfig(rungs=rungs, eta=prereg.eta, seed=seed, max_trials=max_trials,
                           victory_seeds=tuple(prereg.seeds), reproduce_tol=prereg.reproduce_tol,
-                          families=self.families, workers=self.workers)
+                          families=self.families, workers=self.workers, score_pool=prereg.filter_score_pool)
 
 
 PRESETS: dict[str, Preset] = {
@@ -57,6 +57,10 @@ PRESETS: dict[str, Preset] = {
     # 5-12 minutes on 2 CPU cores (4 min 49 s measured idle): 27 trials, rungs 100/300/900, widths 32-96, depths 1-3
     "quick": Preset("quick", (100, 300, 900), SearchSpace(width=(32, 64, 96), depth=(1, 2, 3)),
                     context=64, batch=12, max_trials=27),
+    # the pre-registered rungs at one tenth (100/300/900/2700, 81 trials) at the quick shape: the preset
+    # of the recorded learning-curve table, so a recorded curve is exactly a live trial of this preset
+    "tenth": Preset("tenth", (100, 300, 900, 2700), SearchSpace(width=(32, 64, 96), depth=(1, 2, 3)),
+                    context=64, batch=12, max_trials=81),
     # the pre-registered race (an accelerator's job): rungs from assertions/preregistration.json
     "full": Preset("full", None, DEFAULT_SPACE, context=128, batch=32, max_trials=None, canonical=True),
 }
@@ -100,7 +104,35 @@ class RaceOutcome:
     wall_s: float
 
 
-def _prepare_out(out: Path, *, seed: int, preset: str, sampler: str, resume: bool) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes ('missing' when absent), for the race specification."""
+    import hashlib
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return "missing"
+
+
+def race_spec(*, seed: int, preset: str, race_config: RaceConfig, prereg: Prereg, roles: dict[str, str | None],
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything that defines a race; a resume must match it exactly (race.json's "spec").
+
+    roles: the plugged-in role names (sampler, filter, pruner, allocator); extra: the CLI's
+    accelerator flags and the sha256 of each verdict's source file.
+    """
+    return {"seed": seed, "preset": preset, "search_seed": race_config.search_seed,
+            "rungs": list(race_config.rungs), "max_trials": race_config.max_trials,
+            "prereg_version": prereg.version, "roles": dict(roles), **(extra or {})}
+
+
+def _spec_diff(old: Any, new: dict[str, Any]) -> list[str]:
+    if not isinstance(old, dict):
+        return ["spec (missing from race.json: the race was started by an older version)"]
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: recorded {old.get(k)!r}, now {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def _prepare_out(out: Path, *, seed: int, preset: str, spec: dict[str, Any], resume: bool) -> str:
     """Creates/validates the run directory and returns the run id (read back on resume)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -115,20 +147,23 @@ def _prepare_out(out: Path, *, seed: int, preset: str, sampler: str, resume: boo
             raise RaceSetupError(f"--resume: {manifest} not found; there is no race to resume in --out {out}")
         try:
             m = json.loads(manifest.read_text())
-            run_id, m_seed, m_preset, m_sampler = m["run_id"], m["seed"], m["preset"], m["sampler"]
+            run_id, m_seed, m_preset = m["run_id"], m["seed"], m["preset"]
         except (ValueError, KeyError, TypeError) as e:
             raise RaceSetupError(f"--resume: {manifest} is not a race manifest ({e})") from None
         if (m_seed, m_preset) != (seed, preset):
             raise RaceSetupError(f"--resume: {manifest} is a race with --seed {m_seed} --preset {m_preset}, "
                                  f"not --seed {seed} --preset {preset}")
-        if m_sampler != sampler:
-            raise RaceSetupError(f"--resume: {manifest} was run with sampler {m_sampler!r}, not {sampler!r}")
+        diff = _spec_diff(m.get("spec"), spec)
+        if diff:
+            raise RaceSetupError(f"--resume: {manifest} was started with another specification; a resumed race "
+                                 f"must be the same race ({'; '.join(diff)}). Resume with the original flags "
+                                 "or start a fresh --out")
         return run_id
     if manifest.exists() or (out / "ledger.jsonl").exists():
         raise RaceSetupError(f"--out {out} already holds a race; pass --resume to continue it or choose another --out")
     run_id = f"race-s{seed}-{preset}-{utc_now().replace(':', '').replace('-', '')[:15]}"
     tmp = manifest.with_name("race.json.tmp")
-    tmp.write_text(json.dumps({"run_id": run_id, "seed": seed, "preset": preset, "sampler": sampler,
+    tmp.write_text(json.dumps({"run_id": run_id, "seed": seed, "preset": preset, "spec": spec,
                                "created": utc_now()}, indent=1))
     os.replace(tmp, manifest)
     return run_id
@@ -155,8 +190,12 @@ def ranking(state: RaceState) -> tuple:
 def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None, resume: bool = False,
              prereg: Prereg | None = None, sampler: Any = None, filter: Any = None, pruner: Any = None,
              allocator: Any = None, trainer: Any = None, progress: Any = None,
-             canonical: bool | None = None) -> RaceOutcome:
-    """Runs (or resumes) one race to its Finish action; see the module docstring for the files."""
+             canonical: bool | None = None, spec_extra: dict[str, Any] | None = None) -> RaceOutcome:
+    """Runs (or resumes) one race to its Finish action; see the module docstring for the files.
+
+    spec_extra: what else defines the race (the CLI's accelerator flags, verdict-source hashes);
+    recorded in race.json and compared on --resume.
+    """
     t0 = time.monotonic()
     pr = prereg if prereg is not None else load_prereg()
     if preset not in PRESETS:
@@ -164,7 +203,12 @@ def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None
     ps = PRESETS[preset]
     out = Path(out)
     sampler = sampler or RandomSampler(ps.space)
-    run_id = _prepare_out(out, seed=seed, preset=preset, sampler=sampler.name, resume=resume)
+    allocator = allocator or RoundRobin()
+    rc = ps.race_config(pr, seed)
+    roles = {"sampler": sampler.name, "filter": getattr(filter, "name", None),
+             "pruner": getattr(pruner, "name", None), "allocator": allocator.name}
+    spec = race_spec(seed=seed, preset=preset, race_config=rc, prereg=pr, roles=roles, extra=spec_extra)
+    run_id = _prepare_out(out, seed=seed, preset=preset, spec=spec, resume=resume)
     ledger = Ledger(out / "ledger.jsonl")
     rows = [r for r in read_ledger(ledger.path).rows if r.get("run_id") == run_id]
     board = _rebuild_board(out / "race.db", rows, pr)
@@ -172,10 +216,8 @@ def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None
     canon, canon_keys = None, frozenset()
     if use_canonical:
         canon = Ledger(CANONICAL_LEDGER, canonical_ok=True)
-        canon_keys = frozenset((r["run_id"], r.get("event_id"), r["status"])
-                               for r in read_ledger(CANONICAL_LEDGER, missing_ok=True).rows if r["run_id"] == run_id)
-    race = Race(ps.race_config(pr, seed), sampler=sampler, filter=filter,
-                pruner=pruner, allocator=allocator or RoundRobin())
+        canon_keys = reconcile_canonical(canon, rows, run_id)
+    race = Race(rc, sampler=sampler, filter=filter, pruner=pruner, allocator=allocator)
     shape = Shape(preset=preset, space=ps.space, context=ps.context, batch=ps.batch)
     ex = Executor(race, shape, out=out, run_id=run_id, version=code_version(), ledger=ledger, board=board,
                   recorded=index_rows(rows, run_id), trainer=trainer, filter=filter, budget_s=budget_s,
@@ -191,8 +233,30 @@ def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None
                        executed=ex.executed, replayed=ex.replayed, wall_s=time.monotonic() - t0)
 
 
+def is_confirmation_row(row: dict) -> bool:
+    """A confirmation-phase row (confirm or reproduce, diverged or failed ones included): canonical-ledger material."""
+    return (row.get("extra") or {}).get("action") in ("confirm", "reproduce")
+
+
+def reconcile_canonical(canon: Ledger, run_rows: list[dict], run_id: str) -> frozenset:
+    """Appends to the canonical ledger every confirmation row of this run it lacks; returns its keys.
+
+    A kill between the run-ledger append and the canonical append would otherwise lose that row
+    from assertions/seed_results.jsonl for good (resume answers the action from the run ledger and
+    never writes it again). Keys are (run_id, event_id, status): nothing is appended twice.
+    """
+    keys = {(r["run_id"], r.get("event_id"), r["status"])
+            for r in read_ledger(canon.path, missing_ok=True).rows if r["run_id"] == run_id}
+    for r in run_rows:
+        key = (r["run_id"], r.get("event_id"), r["status"])
+        if r.get("run_id") == run_id and is_confirmation_row(r) and key not in keys:
+            canon.append(r)
+            keys.add(key)
+    return frozenset(keys)
+
+
 def _victory(rows: tuple, summary: RaceSummary, prereg: Prereg) -> Any:
-    """winning_seeds on the champion's confirmed and reproduced rows (one per seed)."""
+    """winning_seeds on the champion's confirmation rows (one per victory seed; judged on test_bpb)."""
     if summary.champion_config is None:
         return None
     from igla_jax.victory import select_victory_rows, winning_seeds
@@ -202,12 +266,12 @@ def _victory(rows: tuple, summary: RaceSummary, prereg: Prereg) -> Any:
 
 
 def planned_steps(cfg: RaceConfig) -> int:
-    """Expected optimiser steps of a whole race (synchronous-SHA estimate, plus confirm + reproduce)."""
+    """Expected optimiser steps of a whole race (synchronous-SHA estimate, plus a confirm per victory seed + reproduce)."""
     total, prev = 0, 0
     for k, r in enumerate(cfg.rungs):
         total += max(1, cfg.max_trials // cfg.eta**k) * (r - prev)
         prev = r
-    return total + (len(cfg.victory_seeds) * cfg.rungs[-1] if cfg.confirm else 0)
+    return total + ((len(cfg.victory_seeds) + 1) * cfg.rungs[-1] if cfg.confirm else 0)
 
 
 def best_so_far(state: RaceState) -> tuple[int, float] | None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from typing import Any, Union
 
@@ -14,9 +15,25 @@ class RaceError(RuntimeError):
     """An event does not fit the race state (a replay mismatch or an executor bug)."""
 
 
+def derive_search_seed(seed: int, victory_seeds: tuple[int, ...]) -> int:
+    """The training seed of every search trial of a race with `--seed seed`: never a victory seed.
+
+    A pure function of the race seed (sha256 of "igla-search-seed:<seed>", 31 bits), stepped past
+    any victory seed, so the runs that victory counts are always fresh seeds nothing selected on.
+    """
+    h = int(hashlib.sha256(f"igla-search-seed:{int(seed)}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+    while h in victory_seeds:
+        h = (h + 1) & 0x7FFFFFFF
+    return h
+
+
 @dataclasses.dataclass(frozen=True)
 class RaceConfig:
-    """Everything the pure race needs; rungs/eta/seeds/tolerance come from the preregistration."""
+    """Everything the pure race needs; rungs/eta/seeds/tolerance come from the preregistration.
+
+    `seed` drives the race's own randomness (sampling, tie-breaks); every search trial trains on
+    `search_seed` (derived from `seed` unless given), which is never a victory seed.
+    """
     rungs: tuple[int, ...]
     eta: int
     seed: int
@@ -25,8 +42,9 @@ class RaceConfig:
     reproduce_tol: float
     families: tuple[str, ...] = FAMILIES
     workers: int = 1          # Train actions outstanding at once (population batching)
-    score_pool: int = 10      # candidates per filter Score action
-    confirm: bool = True      # confirm + reproduce the champion after the last rung
+    score_pool: int = 10      # candidates per filter Score action (prereg filter_score_pool in the race CLI)
+    confirm: bool = True      # confirm on every victory seed + reproduce the champion after the last rung
+    search_seed: int | None = None
 
     def __post_init__(self) -> None:
         r = tuple(int(x) for x in self.rungs)
@@ -45,6 +63,11 @@ class RaceConfig:
             raise ValueError(f"RaceConfig.families={self.families!r}: distinct names from {FAMILIES}")
         if not self.reproduce_tol >= 0:
             raise ValueError(f"RaceConfig.reproduce_tol={self.reproduce_tol!r}: must be >= 0")
+        if self.search_seed is None:
+            object.__setattr__(self, "search_seed", derive_search_seed(self.seed, self.victory_seeds))
+        elif int(self.search_seed) in self.victory_seeds:
+            raise ValueError(f"RaceConfig.search_seed={self.search_seed!r}: must not be a victory seed "
+                             f"{list(self.victory_seeds)} (selection and confirmation must not share noise)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,13 +110,15 @@ class Trial:
 
 @dataclasses.dataclass(frozen=True)
 class SeedRun:
-    """A from-scratch run of the champion: kind confirm (other seed) or reproduce (own seed)."""
+    """A from-scratch run of the champion: kind confirm (a victory seed, also scored on test) or
+    reproduce (its own search seed, validation only: evidence, never counted)."""
     kind: str
     seed: int
     step: int
     bpb: float | None
     cost_s: float
     status: str
+    test_bpb: float | None = None
 
 
 # ---------------------------------------------------------------- events (executor -> race)
@@ -132,6 +157,7 @@ class ConfirmDone:
     bpb: float | None
     cost_s: float
     status: str
+    test_bpb: float | None = None   # the race records it; no decision of the race reads it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +207,7 @@ class Prune:
 
 @dataclasses.dataclass(frozen=True)
 class Confirm:
+    """Train config from scratch on a victory seed to to_step; measure validation and test BPB."""
     action_id: int
     config: Config
     seed: int

@@ -7,7 +7,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.struct
 import jax
@@ -18,7 +18,7 @@ import optax
 from igla_jax import checkpoint as ckpt
 from igla_jax.data import DROPOUT_STREAM, evaluate_bpb, get_batch, splits
 from igla_jax.models import (ConfigError, ModelConfig, count_params, init_params, logits_fn,
-                             loss_fn, update_aux)
+                             loss_fn, traced_hparams, update_aux)
 from igla_jax.models.mup import lr_mult_tree, wd_mult_tree
 
 # Cosine decay ends at this fraction of the peak lr (nanoGPT's recipe).
@@ -66,7 +66,8 @@ class TrainConfig:
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything a trial needs to continue bit-for-bit; `cfg` is static (part of the treedef)."""
+    """Everything a trial needs to continue bit-for-bit; `cfg` is static (part of the treedef): the
+    model's `shape()`, while dropout and the jepa EMA beta live in `hparams` (traced)."""
     step: jax.Array
     params: Any
     opt_state: Any
@@ -84,6 +85,7 @@ class TrialResult:
     tokens_per_s: float
     wall_s: float
     train_bits: float = float("nan")   # mean training cross-entropy over the last chunk, bits
+    test_bpb: float | None = None      # test-half BPB, measured only when asked (victory runs)
 
 
 def hparams_of(tc: TrainConfig) -> dict[str, jax.Array]:
@@ -94,11 +96,15 @@ def hparams_of(tc: TrainConfig) -> dict[str, jax.Array]:
 
 
 def init_state(cfg: ModelConfig, tc: TrainConfig) -> TrainState:
-    """Fresh state: parameters from the trial seed, Adam moments at zero."""
+    """Fresh state: parameters from the trial seed, Adam moments at zero.
+
+    The state keeps cfg.shape() (static) and cfg's dropout and ema_beta as traced hparams, so
+    configs differing only in those share one compiled program and can train as one population.
+    """
     params, aux = init_params(cfg, jax.random.PRNGKey(tc.seed))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optax.scale_by_adam().init(params), aux=aux,
-                      hparams=hparams_of(tc), cfg=cfg)
+                      hparams={**hparams_of(tc), **traced_hparams(cfg)}, cfg=cfg.shape())
 
 
 def lr_schedule(step: jax.Array, hp: dict[str, jax.Array]) -> jax.Array:
@@ -125,15 +131,13 @@ def _apply_update(state: TrainState, grads: Any) -> tuple[Any, Any]:
 
 
 def _step(state: TrainState, x_BxL: jax.Array, y_BxL: jax.Array) -> tuple[TrainState, dict]:
-    cfg = state.cfg
-    dkey = None
-    if cfg.dropout > 0.0:
-        base = jax.random.fold_in(jax.random.PRNGKey(state.hparams["seed"]), DROPOUT_STREAM)
-        dkey = jax.random.fold_in(base, state.step)
+    cfg, hp = state.cfg, state.hparams
+    # One program for every rate: the key is always derived; at rate 0 the model draws no bits.
+    dkey = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(hp["seed"]), DROPOUT_STREAM), state.step)
     (_, metrics), grads = jax.value_and_grad(
-        lambda p: loss_fn(cfg, p, state.aux, x_BxL, y_BxL, dkey), has_aux=True)(state.params)
+        lambda p: loss_fn(cfg, p, state.aux, x_BxL, y_BxL, dkey, hp), has_aux=True)(state.params)
     params, opt_state = _apply_update(state, grads)
-    aux = update_aux(cfg, state.aux, params)
+    aux = update_aux(cfg, state.aux, params, hp)
     new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, aux=aux)
     return new, metrics
 
@@ -171,9 +175,9 @@ def _eval_logits(cfg: ModelConfig, params: Any, x_BxL: jax.Array) -> jax.Array:
     return logits_fn(cfg, params, x_BxL)
 
 
-def validation_bpb(state: TrainState) -> float:
-    """Validation BPB of the state's parameters at its current step (never a running minimum)."""
-    return evaluate_bpb(lambda x: _eval_logits(state.cfg, state.params, x), context=state.cfg.context)
+def validation_bpb(state: TrainState, split: str = "val") -> float:
+    """BPB of the state's parameters at its current step on `split` (default validation; never a running minimum)."""
+    return evaluate_bpb(lambda x: _eval_logits(state.cfg, state.params, x), context=state.cfg.context, split=split)
 
 
 def _summarise(trace: np.ndarray) -> tuple[bool, float]:
@@ -205,9 +209,10 @@ def train_state_to(state: TrainState, train_cfg: TrainConfig, to_step: int,
 
 def run_trial(model_cfg: ModelConfig, train_cfg: TrainConfig, *, to_step: int,
               from_checkpoint: str | Path | None = None, save_checkpoint: str | Path | None = None,
-              progress: ProgressFn | None = None) -> TrialResult:
+              progress: ProgressFn | None = None, eval_test: bool = False) -> TrialResult:
     """Train from the checkpoint's step (or 0) to `to_step`, then measure validation BPB there.
 
+    eval_test also measures the test half (for victory runs only: nothing that selects asks).
     A NaN or inf training loss ends the trial with status "diverged" (val_bpb NaN); it never raises.
     """
     if to_step < 1:
@@ -227,9 +232,10 @@ def run_trial(model_cfg: ModelConfig, train_cfg: TrainConfig, *, to_step: int,
     if status == "diverged":
         return TrialResult(float("nan"), "diverged", int(state.step), n, tokens / max(wall, 1e-9), wall, bits)
     bpb = validation_bpb(state)
+    test = validation_bpb(state, "test") if eval_test else None
     if save_checkpoint is not None:
         ckpt.save(save_checkpoint, state, model_cfg, train_cfg)
-    return TrialResult(bpb, "ok", int(state.step), n, tokens / max(wall, 1e-9), wall, bits)
+    return TrialResult(bpb, "ok", int(state.step), n, tokens / max(wall, 1e-9), wall, bits, test)
 
 
 def stack_states(states: list[TrainState]) -> TrainState:
@@ -241,18 +247,28 @@ def unstack_state(pop: TrainState, i: int) -> TrainState:
     return jax.tree_util.tree_map(lambda x: x[i], pop)
 
 
-def run_population(model_cfg: ModelConfig, train_cfgs: list[TrainConfig], *, to_step: int,
+def run_population(model_cfg: ModelConfig | Sequence[ModelConfig], train_cfgs: list[TrainConfig], *, to_step: int,
                    from_checkpoints: list[str | Path | None] | None = None,
                    save_checkpoints: list[str | Path | None] | None = None,
-                   progress: ProgressFn | None = None) -> list[TrialResult]:
-    """Trains same-shape trials (differing in lr, betas, wd, warmup, horizon or seed) as one vmapped program.
+                   progress: ProgressFn | None = None,
+                   eval_tests: list[bool] | None = None) -> list[TrialResult]:
+    """Trains same-shape trials (differing in lr, betas, wd, warmup, horizon, seed, dropout or the
+    jepa EMA beta) as one vmapped program.
 
-    Each trial sees exactly the batches and updates it would see alone; a trial that diverges is
-    reported "diverged" while the others go on (its NaNs stay in its own slice).
+    model_cfg: one config for all, or one per trial whose `shape()` agree (dropout and ema_beta
+    are traced). Each trial sees exactly the batches and updates it would see alone; a trial that
+    diverges is reported "diverged" while the others go on (its NaNs stay in its own slice).
     """
     n = len(train_cfgs)
     if n == 0:
         return []
+    mcs = [model_cfg] * n if isinstance(model_cfg, ModelConfig) else list(model_cfg)
+    if len(mcs) != n:
+        raise ConfigError(f"run_population: {len(mcs)} model configs for {n} train configs")
+    if len({m.shape() for m in mcs}) != 1:
+        raise ConfigError("run_population: trials differ in model shape "
+                          f"{sorted({str(m.shape()) for m in mcs})}; only dropout and ema_beta may differ")
+    model_cfg = mcs[0]
     batches = {tc.batch for tc in train_cfgs}
     if len(batches) != 1:
         raise ConfigError(f"run_population: trials differ in batch size {sorted(batches)}; shapes must match")
@@ -260,9 +276,9 @@ def run_population(model_cfg: ModelConfig, train_cfgs: list[TrainConfig], *, to_
     from_checkpoints = from_checkpoints or [None] * n
     save_checkpoints = save_checkpoints or [None] * n
     states = []
-    for tc, src in zip(train_cfgs, from_checkpoints):
-        st = init_state(model_cfg, tc)
-        states.append(ckpt.restore(src, st, model_cfg, tc) if src is not None else st)
+    for mc, tc, src in zip(mcs, train_cfgs, from_checkpoints):
+        st = init_state(mc, tc)
+        states.append(ckpt.restore(src, st, mc, tc) if src is not None else st)
     starts = [int(s.step) for s in states]
     if max(starts) > to_step:
         raise ConfigError(f"run_population: a checkpoint is past to_step={to_step} (steps {starts})")
@@ -294,8 +310,9 @@ def run_population(model_cfg: ModelConfig, train_cfgs: list[TrainConfig], *, to_
             results.append(TrialResult(float("nan"), "diverged", int(st.step), nparams, tps, wall, float(bits[i])))
             continue
         if save_checkpoints[i] is not None:
-            ckpt.save(save_checkpoints[i], st, model_cfg, tc)
-        results.append(TrialResult(validation_bpb(st), "ok", int(st.step), nparams, tps, wall, float(bits[i])))
+            ckpt.save(save_checkpoints[i], st, mcs[i], tc)
+        test = validation_bpb(st, "test") if eval_tests is not None and eval_tests[i] else None
+        results.append(TrialResult(validation_bpb(st), "ok", int(st.step), nparams, tps, wall, float(bits[i]), test))
     return results
 
 

@@ -1,8 +1,9 @@
 """The pre-registered victory predicate: row rules, three seeds below target, t-test and Welch.
 
-All thresholds come from the pre-registration (`igla_jax.prereg`). Every rejection carries a
-reason that starts with the rule's name (the constants below), so a caller and a test can tell
-which rule failed.
+All thresholds come from the pre-registration (`igla_jax.prereg`, version 2). Every BPB rule and
+test reads a row's `test_bpb` (the test half of the held-out bytes, which nothing in the search
+selects on), never its `bpb` (validation). Every rejection carries a reason that starts with the
+rule's name (the constants below), so a caller and a test can tell which rule failed.
 """
 from __future__ import annotations
 
@@ -18,15 +19,12 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
+from igla_jax.ledger import VICTORY_STATUSES
 from igla_jax.prereg import Prereg, repo_root
-
-# Statuses whose rows may count toward victory: confirmation runs only (confirmed on another seed,
-# reproduced from scratch within tolerance). A rung result (trained, promoted), a failed
-# reproduction (written as trained), pruned and diverged rows never count.
-VICTORY_STATUSES = frozenset({"confirmed", "reproduced"})
 
 # Row rules.
 MALFORMED_ROW = "malformed_row"
+TEST_BPB_MISSING = "test_bpb_missing"
 BPB_NONFINITE = "bpb_nonfinite"
 BPB_BELOW_BAND = "bpb_below_band"
 BPB_ABOVE_BAND = "bpb_above_band"
@@ -46,6 +44,9 @@ T_TEST_NOT_SIGNIFICANT = "t_test_not_significant"
 WELCH_NOT_SIGNIFICANT = "welch_not_significant"
 
 _HEX_RE = re.compile(r"^[0-9a-f]{7,64}$")
+_FULL_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")  # a full SHA-1 or SHA-256 commit id
+
+Resolver = Callable[[str], str | None]  # row or embargo sha -> full commit id, or None
 
 
 class VictoryError(ValueError):
@@ -57,18 +58,18 @@ class Verdict:
     """Outcome of `winning_seeds`: accepted only when `reasons` is empty."""
     accepted: bool
     config_id: str | None
-    mean: float | None
+    mean: float | None       # mean test_bpb of the rows that passed every row rule
     t_stat: float | None
     p_value: float | None
     welch_p: float | None
     reasons: tuple[str, ...]
     row_rejections: tuple[tuple[int, tuple[str, ...]], ...]  # (index into rows, reasons)
     seeds: tuple[int, ...] = ()  # seeds of the rows that passed every row rule
-    bpbs: tuple[float, ...] = ()
+    test_bpbs: tuple[float, ...] = ()
 
 
 def read_embargo(path: str | Path) -> frozenset[str]:
-    """Embargoed sha prefixes (lowercase hex, >= 7 chars); '#' starts a comment, blank lines skipped."""
+    """Embargo entries (lowercase hex, 7-64 digits) as written; '#' starts a comment, blank lines skipped."""
     p = Path(path)
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
@@ -85,22 +86,51 @@ def read_embargo(path: str | Path) -> frozenset[str]:
     return frozenset(out)
 
 
-def git_commit_exists(repo_dir: str | Path) -> Callable[[str], bool]:
-    """A predicate asking git whether a sha names a commit of the repository at repo_dir."""
+def git_resolver(repo_dir: str | Path) -> Resolver:
+    """sha -> the full id of the one commit of repo_dir it names, or None (unknown, ambiguous, not a commit).
+
+    Asks `git rev-parse --verify -q <sha>^{commit}`, only ever with 7-64 lowercase hex digits (no
+    option or revision-syntax injection), and keeps the answer only if it is a full id that starts
+    with the sha (so a branch or tag that happens to be named like hex cannot redirect it).
+    """
     repo = Path(repo_dir)
 
     @functools.lru_cache(maxsize=None)
-    def exists(sha: str) -> bool:
-        if not _HEX_RE.match(sha):  # never hand git anything but hex (no option injection)
-            return False
+    def resolve(sha: str) -> str | None:
+        if not isinstance(sha, str) or not _HEX_RE.match(sha):
+            return None
         try:
-            r = subprocess.run(["git", "-C", str(repo), "cat-file", "-e", f"{sha}^{{commit}}"],
-                               capture_output=True, timeout=30)
+            r = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "-q", f"{sha}^{{commit}}"],
+                               capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.SubprocessError):
-            return False
-        return r.returncode == 0
+            return None
+        full = r.stdout.strip().lower()
+        if r.returncode != 0 or not _FULL_RE.match(full) or not full.startswith(sha):
+            return None
+        return full
 
-    return exists
+    return resolve
+
+
+def resolve_embargo(entries: Iterable[str], resolve: Resolver, source: str = "embargo") -> frozenset[str]:
+    """The embargo as full commit ids: each entry resolved like a row's sha.
+
+    An entry that resolves to no commit is kept as a literal only when it is itself a full id (a
+    commit this clone lacks, e.g. a shallow clone: a row from it is an unknown_sha here anyway);
+    an abbreviated entry that names no commit, or several, raises VictoryError: it cannot be
+    compared by full-id equality, and silently embargoing nothing would hide a typo.
+    """
+    out = set()
+    for e in sorted(entries):
+        full = resolve(e) if _HEX_RE.match(e) else None
+        if full is not None:
+            out.add(full)
+        elif _FULL_RE.match(e):
+            out.add(e)
+        else:
+            raise VictoryError(f"{source}: embargo entry {e!r} names no commit of this repository, or "
+                               "several (ambiguous); write the full commit id")
+    return frozenset(out)
 
 
 def _as_dict(row: Any) -> Mapping[str, Any]:
@@ -111,30 +141,34 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _row_reasons(row: Mapping[str, Any], prereg: Prereg, commit_exists: Callable[[str], bool],
-                 embargo: frozenset[str], require_clean: bool) -> list[str]:
+def _row_reasons(row: Mapping[str, Any], prereg: Prereg, resolve: Resolver, embargo: frozenset[str],
+                 require_clean: bool) -> list[str]:
     """Reasons why one row breaks the row rules (duplicate seeds are checked across rows)."""
-    missing = [k for k in ("bpb", "step", "seed", "sha") if k not in row]
+    missing = [k for k in ("step", "seed", "sha") if k not in row]
     if missing:
         return [f"{MALFORMED_ROW}: missing field(s) {', '.join(missing)}"]
     out = []
-    bpb, step, seed, sha = row["bpb"], row["step"], row["seed"], row["sha"]
+    tb, step, seed, sha = row.get("test_bpb"), row["step"], row["seed"], row["sha"]
     lo, hi = prereg.bpb_band
-    if not _finite(bpb):
-        out.append(f"{BPB_NONFINITE}: bpb {bpb!r} is not a finite number")
-    elif bpb < lo:
-        out.append(f"{BPB_BELOW_BAND}: bpb {bpb} < plausible band low {lo}")
-    elif bpb > hi:
-        out.append(f"{BPB_ABOVE_BAND}: bpb {bpb} > plausible band high {hi}")
+    if tb is None:
+        out.append(f"{TEST_BPB_MISSING}: row has no test_bpb (victory is judged on the test half, "
+                   f"never on the validation bpb {row.get('bpb')!r})")
+    elif not _finite(tb):
+        out.append(f"{BPB_NONFINITE}: test_bpb {tb!r} is not a finite number")
+    elif tb < lo:
+        out.append(f"{BPB_BELOW_BAND}: test_bpb {tb} < plausible band low {lo}")
+    elif tb > hi:
+        out.append(f"{BPB_ABOVE_BAND}: test_bpb {tb} > plausible band high {hi}")
     if not isinstance(step, int) or isinstance(step, bool) or step < prereg.min_victory_step:
         out.append(f"{STEP_TOO_EARLY}: step {step!r} < min_victory_step {prereg.min_victory_step}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed not in prereg.seeds:
         out.append(f"{SEED_OUTSIDE_SET}: seed {seed!r} not in {list(prereg.seeds)}")
     sha_s = sha.lower() if isinstance(sha, str) else ""
-    if not sha_s or not commit_exists(sha_s):
-        out.append(f"{UNKNOWN_SHA}: sha {sha!r} names no commit of this repository")
-    if any(sha_s.startswith(e) for e in embargo):
-        out.append(f"{EMBARGOED_SHA}: sha {sha!r} is listed in the embargo file")
+    full = resolve(sha_s) if _HEX_RE.match(sha_s) else None  # the resolver only ever sees hex
+    if full is None:
+        out.append(f"{UNKNOWN_SHA}: sha {sha!r} names no commit of this repository (or several)")
+    elif full in embargo:
+        out.append(f"{EMBARGOED_SHA}: sha {sha!r} is commit {full}, listed in the embargo file")
     if require_clean and row.get("dirty") is not False:
         out.append(f"{DIRTY_TREE}: row was produced from a dirty work tree (dirty={row.get('dirty')!r})")
     return out
@@ -145,12 +179,24 @@ def _stat_checks(x_KxN: np.ndarray, prereg: Prereg) -> dict[str, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         t, p = scipy.stats.ttest_1samp(x_KxN, prereg.mu0, axis=1, alternative="less")
     mean = x_KxN.mean(axis=1)
+    lo, hi = prereg.bpb_band
     return {
+        "band": np.all((x_KxN >= lo) & (x_KxN <= hi), axis=1),
         "below_target": np.all(x_KxN < prereg.target_bpb, axis=1),
         "effect": mean <= prereg.mu0 - prereg.effect_size,
         "t_test": np.nan_to_num(p, nan=1.0) < prereg.alpha,
         "mean": mean, "t": np.asarray(t, float), "p": np.asarray(p, float),
     }
+
+
+def aggregate_accepts(x_KxN: np.ndarray, prereg: Prereg) -> np.ndarray:
+    """Per row of x_KxN (one candidate set of test BPBs, one per seed): does every aggregate rule pass?
+
+    The rules are those `winning_seeds` applies once the row rules hold: each value inside
+    bpb_band and below target_bpb, mean <= mu0 - effect_size, one-tailed one-sample t-test p < alpha.
+    """
+    c = _stat_checks(np.asarray(x_KxN, float), prereg)
+    return c["band"] & c["below_target"] & c["effect"] & c["t_test"]
 
 
 def _pick_config(rows: Sequence[Mapping[str, Any]], config_id: str | None) -> tuple[str | None, str | None]:
@@ -167,29 +213,35 @@ def _pick_config(rows: Sequence[Mapping[str, Any]], config_id: str | None) -> tu
 
 def winning_seeds(rows: Iterable[Any], prereg: Prereg, *, repo_dir: str | Path | None = None,
                   embargo_path: str | Path | None = None, baseline_rows: Iterable[Any] | None = None,
-                  config_id: str | None = None, commit_exists: Callable[[str], bool] | None = None,
+                  config_id: str | None = None, resolve_commit: Resolver | None = None,
                   require_clean: bool = False) -> Verdict:
-    """Decides whether rows prove a victory under the pre-registered rule (issue 4).
+    """Decides whether rows prove a victory under the pre-registered rule (issue 4, prereg v2, issue 9).
 
     Only rows of one config (config_id, or the single config present) whose status is in
-    VICTORY_STATUSES = {confirmed, reproduced} count; pass exactly one row per
-    victory seed (e.g. the confirmed and reproduced rows), since a repeated seed rejects both rows.
-    Row rules: finite bpb inside prereg.bpb_band (inclusive), step >= prereg.min_victory_step,
-    seed in prereg.seeds, no duplicate seed, sha names a commit of repo_dir (git cat-file, or the
-    injected commit_exists), sha not in the embargo file (default assertions/embargo.txt).
-    Aggregate: every prereg seed present and each bpb < target_bpb; mean <= mu0 - effect_size;
+    VICTORY_STATUSES = {confirmed} count: from-scratch runs of the champion on each victory seed
+    (the reproduce row never counts); pass one row per seed (`select_victory_rows`), since a
+    repeated seed rejects both rows. Every BPB rule reads the row's test_bpb, never bpb.
+    Row rules: test_bpb present (else test_bpb_missing), finite and inside prereg.bpb_band
+    (inclusive); step >= prereg.min_victory_step; seed in prereg.seeds; no duplicate seed; the sha
+    resolves to the full id of exactly one commit of repo_dir (`git_resolver`, or the injected
+    resolve_commit), else unknown_sha; that full id is not one of the embargo file's entries, each
+    resolved to its full id the same way (`resolve_embargo`; default file assertions/embargo.txt),
+    so an abbreviated sha of an embargoed commit is embargoed too. require_clean also rejects rows
+    with dirty != false.
+    Aggregate: every prereg seed present and each test_bpb < target_bpb; mean <= mu0 - effect_size;
     one-tailed one-sample t-test of mean < mu0 with p < alpha (scipy.stats.ttest_1samp); if
-    baseline_rows are given, their rows with a victory status, finite bpb and step >=
+    baseline_rows are given, their rows with a victory status, finite test_bpb and step >=
     min_victory_step form the baseline and a one-tailed Welch test (scipy.stats.ttest_ind,
-    equal_var=False) must also give p < alpha. require_clean also rejects rows with dirty != false.
+    equal_var=False) on test_bpb must also give p < alpha.
 
     Returns:
       A Verdict; `reasons` lists every failed rule, `row_rejections` the reasons per row index.
     """
     rows = [_as_dict(r) for r in rows]
     repo = Path(repo_dir) if repo_dir is not None else repo_root()
-    exists = commit_exists if commit_exists is not None else git_commit_exists(repo)
-    embargo = read_embargo(embargo_path if embargo_path is not None else repo / "assertions" / "embargo.txt")
+    resolve = resolve_commit if resolve_commit is not None else git_resolver(repo)
+    epath = Path(embargo_path) if embargo_path is not None else repo / "assertions" / "embargo.txt"
+    embargo = resolve_embargo(read_embargo(epath), resolve, str(epath))
     reasons: list[str] = []
     cid, why = _pick_config(rows, config_id)
     if why:
@@ -200,7 +252,7 @@ def winning_seeds(rows: Iterable[Any], prereg: Prereg, *, repo_dir: str | Path |
         if i not in counted:
             per_row[i] = [f"not counted: config {r.get('config_id')!r} status {r.get('status')!r}"]
     for i in counted:
-        per_row[i] = _row_reasons(rows[i], prereg, exists, embargo, require_clean)
+        per_row[i] = _row_reasons(rows[i], prereg, resolve, embargo, require_clean)
     by_seed: dict[Any, list[int]] = {}
     for i in counted:
         by_seed.setdefault(rows[i].get("seed"), []).append(i)
@@ -213,7 +265,7 @@ def winning_seeds(rows: Iterable[Any], prereg: Prereg, *, repo_dir: str | Path |
             reasons.append(f"row {i} (seed {rows[i].get('seed')!r}): {why}")
     good = sorted((i for i in counted if not per_row[i]), key=lambda i: rows[i]["seed"])
     seeds = tuple(rows[i]["seed"] for i in good)
-    x = np.array([float(rows[i]["bpb"]) for i in good])
+    x = np.array([float(rows[i]["test_bpb"]) for i in good])
     missing = sorted(set(prereg.seeds) - set(seeds))
     if missing:
         reasons.append(f"{MISSING_SEEDS}: no valid row for seed(s) {missing}; need one per seed {list(prereg.seeds)}")
@@ -223,13 +275,13 @@ def winning_seeds(rows: Iterable[Any], prereg: Prereg, *, repo_dir: str | Path |
         mean, t, p = float(c["mean"][0]), float(c["t"][0]), float(c["p"][0])
         for s, v in zip(seeds, x):
             if not v < prereg.target_bpb:
-                reasons.append(f"{SEED_NOT_BELOW_TARGET}: seed {s} bpb {v} is not < target {prereg.target_bpb}")
+                reasons.append(f"{SEED_NOT_BELOW_TARGET}: seed {s} test_bpb {v} is not < target {prereg.target_bpb}")
         if not c["effect"][0]:
-            reasons.append(f"{MEAN_NOT_BELOW_EFFECT}: mean {mean:.6f} > mu0 - effect_size = "
+            reasons.append(f"{MEAN_NOT_BELOW_EFFECT}: mean test_bpb {mean:.6f} > mu0 - effect_size = "
                            f"{prereg.mu0 - prereg.effect_size:.6f}")
         if not c["t_test"][0]:
             reasons.append(f"{T_TEST_NOT_SIGNIFICANT}: one-sample t = {t:.4g}, one-tailed p = {p:.4g} "
-                           f"is not < alpha {prereg.alpha} (H1: mean < mu0 = {prereg.mu0})")
+                           f"is not < alpha {prereg.alpha} (H1: mean test_bpb < mu0 = {prereg.mu0})")
     elif x.size == 1:
         mean = float(x[0])
     if baseline_rows is not None:
@@ -242,11 +294,11 @@ def winning_seeds(rows: Iterable[Any], prereg: Prereg, *, repo_dir: str | Path |
 
 
 def _welch(x: np.ndarray, baseline: list[Mapping[str, Any]], prereg: Prereg) -> tuple[float | None, str | None]:
-    """One-tailed Welch p (victory mean < baseline mean) and a reason when it fails or is undefined."""
+    """One-tailed Welch p (victory mean < baseline mean, both on test_bpb) and a reason when it fails."""
     if not baseline:
         return None, None
-    b = np.array([float(r["bpb"]) for r in baseline
-                  if r.get("status") in VICTORY_STATUSES and _finite(r.get("bpb"))
+    b = np.array([float(r["test_bpb"]) for r in baseline
+                  if r.get("status") in VICTORY_STATUSES and _finite(r.get("test_bpb"))
                   and isinstance(r.get("step"), int) and r["step"] >= prereg.min_victory_step])
     if b.size < 2 or x.size < 2:
         return None, (f"{WELCH_NOT_SIGNIFICANT}: Welch test undefined: {b.size} usable baseline row(s) and "
@@ -261,10 +313,10 @@ def _welch(x: np.ndarray, baseline: list[Mapping[str, Any]], prereg: Prereg) -> 
 
 
 def select_victory_rows(rows: Iterable[Any], config_id: str) -> list[Mapping[str, Any]]:
-    """For each seed, the LAST confirmed or reproduced row of config_id (by ledger order, never the best)."""
+    """For each seed, the LAST confirmed row of config_id (by ledger order, never the best; never a reproduce row)."""
     last: dict[Any, Mapping[str, Any]] = {}
     for r in map(_as_dict, rows):
-        if r.get("config_id") == config_id and r.get("status") in ("confirmed", "reproduced"):
+        if r.get("config_id") == config_id and r.get("status") in VICTORY_STATUSES:
             last[r.get("seed")] = r
     return [last[s] for s in sorted(last, key=repr)]
 
@@ -272,9 +324,9 @@ def select_victory_rows(rows: Iterable[Any], config_id: str) -> list[Mapping[str
 def false_positive_rate(prereg: Prereg, *, sd: float, draws: int | None = None, seed: int = 0) -> float:
     """Fraction of null draws (true mean mu0, normal seed spread sd) that the aggregate rule accepts.
 
-    Simulates len(prereg.seeds) seeds per draw and applies the same vectorised checks as
-    `winning_seeds` (band, each below target, effect size, t-test). Row rules about provenance
-    (sha, step, duplicates) are met by construction under the null.
+    Simulates len(prereg.seeds) independent test BPBs per draw and applies `aggregate_accepts`
+    (band, each below target, effect size, t-test), as `winning_seeds` does. Row rules about
+    provenance (sha, step, duplicates) are met by construction under the null.
     """
     n = prereg.null_sim_draws if draws is None else draws
     if n < prereg.null_sim_draws:
@@ -284,7 +336,4 @@ def false_positive_rate(prereg: Prereg, *, sd: float, draws: int | None = None, 
         raise ValueError(f"false_positive_rate: sd must be a finite number > 0, got {sd!r}")
     rng = np.random.default_rng(seed)
     x = rng.normal(prereg.mu0, sd, size=(n, len(prereg.seeds)))
-    lo, hi = prereg.bpb_band
-    c = _stat_checks(x, prereg)
-    accept = np.all((x >= lo) & (x <= hi), axis=1) & c["below_target"] & c["effect"] & c["t_test"]
-    return float(accept.mean())
+    return float(aggregate_accepts(x, prereg).mean())

@@ -25,15 +25,43 @@ def test_missing_data_file_raises(tmp_path):
         data.load_bytes.__wrapped__(str(tmp_path / "nope.txt"))
 
 
-def test_split_is_90_10_and_disjoint():
-    train, val = data.splits()
-    assert train.size == 1_003_854 and val.size == 111_540
+def test_split_train_validation_test_sizes_and_offsets():
+    train, val, test = data.splits()
+    assert (train.size, val.size, test.size) == (1_003_854, 55_552, 55_988)
+    assert val.size % 256 == 0  # the validation/test cut is a window boundary for every context dividing 256
     tokens = np.frombuffer(data.load_bytes(), np.uint8)
-    s = data.split_index(tokens.size)
-    # The two splits are the two halves of one index range: no byte position is in both.
-    train_idx, val_idx = np.arange(0, s), np.arange(s, tokens.size)
-    assert np.intersect1d(train_idx, val_idx).size == 0
-    assert np.array_equal(np.concatenate([train, val]), tokens)
+    a, b = data.split_bounds(tokens.size)
+    assert (a, b) == (1_003_854, 1_003_854 + 55_552)
+    # each split is exactly the corpus at its own offsets, and together they are the corpus once:
+    # any overlap or gap between two splits would make the sizes or the bytes disagree
+    assert train.size + val.size + test.size == tokens.size
+    assert np.array_equal(train, tokens[:a]) and np.array_equal(val, tokens[a:b]) and np.array_equal(test, tokens[b:])
+
+
+@pytest.mark.parametrize("split", ["val", "test", "heldout"])
+def test_eval_windows_score_exactly_their_split(split):
+    train, val, test = data.splits()
+    want = {"val": val, "test": test, "heldout": np.concatenate([val, test])}[split]
+    before = {"val": train[-1], "test": val[-1], "heldout": train[-1]}[split]
+    x, y, m = data.eval_windows(64, split)
+    keep = m.reshape(-1) > 0
+    assert np.array_equal(y.reshape(-1)[keep], want.astype(np.int32))
+    flat_x = x.reshape(-1)[keep]
+    assert flat_x[0] == before and np.array_equal(flat_x[1:], want[:-1].astype(np.int32))
+    with pytest.raises(ValueError, match="split='train'"):
+        data.eval_windows(64, "train")
+
+
+def test_byte_weighted_halves_equal_the_heldout_bpb():
+    # a non-trivial deterministic model: logits from the current byte and position
+    w = jax.random.normal(jax.random.PRNGKey(0), (256, 256)) * 0.5
+    fn = lambda x: w[x] + 0.01 * jnp.arange(x.shape[1])[None, :, None]  # noqa: E731
+    _, val, test = data.splits()
+    v = data.evaluate_bpb(fn, context=64, split="val")
+    t = data.evaluate_bpb(fn, context=64, split="test")
+    h = data.evaluate_bpb(fn, context=64, split="heldout")
+    assert abs(v - t) > 1e-4  # the halves differ, so the identity below is not trivial
+    assert abs((v * val.size + t * test.size) / (val.size + test.size) - h) < 1e-6
 
 
 def test_training_batches_never_read_past_the_array_they_are_given():
@@ -52,6 +80,17 @@ def test_training_batches_never_read_past_the_array_they_are_given():
     assert np.array_equal(np.asarray(x)[:, 1:], np.asarray(y)[:, :-1])
 
 
+def test_every_training_byte_can_be_a_target_including_the_last():
+    # off-by-one guard: the window start's upper bound must let the last byte be a target
+    n, ctx = 40, 8
+    pos_N = jnp.arange(n, dtype=jnp.int32)
+    targets = set()
+    for step in range(200):
+        _, y = data.get_batch(pos_N, 1, step, batch=16, context=ctx)
+        targets.update(np.asarray(y).reshape(-1).tolist())
+    assert targets == set(range(1, n))
+
+
 def test_batch_is_pure_function_of_seed_and_step():
     train_N = jnp.asarray(data.splits()[0])
     a = data.get_batch(train_N, 42, 10, batch=4, context=16)
@@ -63,7 +102,7 @@ def test_batch_is_pure_function_of_seed_and_step():
 
 
 def test_validation_windows_cover_every_byte_once():
-    _, val = data.splits()
+    _, val, _ = data.splits()
     x, y, m = data.validation_windows(64)
     assert m.sum() == val.size
     assert np.array_equal(y.reshape(-1)[m.reshape(-1) > 0], val.astype(np.int32))

@@ -210,3 +210,80 @@ def test_code_version(tmp_path):
     assert L.code_version(tmp_path) == CodeVersion(sha, False)
     (tmp_path / "f.txt").write_text("y")
     assert L.code_version(tmp_path) == CodeVersion(sha, True)
+
+
+@pytest.mark.parametrize("bpb", [0.0, -0.5, -1e-12])
+def test_falsify_non_positive_bpb_rejected(tmp_path, bpb):
+    """BPB is a cross-entropy in bits: a row with bpb <= 0 is a bug (sign, units), never a result."""
+    path = tmp_path / "l.jsonl"
+    led = Ledger(path)
+    led.append(_row(event_id=0, bpb=1e-9))  # tiny but positive is accepted
+    with pytest.raises(LedgerError, match=r"new row: field 'bpb' must be a finite number > 0"):
+        led.append(_row(event_id=1, bpb=bpb))
+    with pytest.raises(LedgerError, match="field 'bpb'"):  # on a pruned row too (it repeats a rung bpb)
+        led.append(_row(event_id=1, status="pruned", bpb=bpb, decided_by="asha", score=1.0))
+    assert len(read_ledger(path).rows) == 1
+    with open(path, "a") as f:  # a hand-edited file: the reader names the file and the line
+        f.write(json.dumps(_row(event_id=1, bpb=bpb)) + "\n")
+    with pytest.raises(LedgerError) as e:
+        read_ledger(path)
+    assert str(path) in str(e.value) and "line 2: field 'bpb'" in str(e.value)
+
+
+def _no_event(**over) -> dict:
+    d = _row(**over)
+    del d["event_id"]
+    return d
+
+
+def test_falsify_repeated_event_row_rejected_by_reader(tmp_path):
+    """A row repeated for the same (run_id, event_id, kind) is an error naming both lines."""
+    path = tmp_path / "l.jsonl"
+    rows = [_row(event_id=0), _row(event_id=1, status="promoted", decided_by="asha", score=2.5),
+            _row(event_id=1),                                  # same event, other kind: fine
+            _row(event_id=1, run_id="run-b"),                  # same event id, other run: fine
+            _row(event_id=1, status="pruned", bpb=None, decided_by="asha", score=3.0),  # and a third kind
+            _no_event(), _no_event()]                          # rows without an event id: not subject
+    write = lambda extra: path.write_text("".join(json.dumps(r) + "\n" for r in rows + extra))  # noqa: E731
+    write([])
+    got = read_ledger(path)
+    assert len(got.rows) == 7 and got.line_numbers == (1, 2, 3, 4, 5, 6, 7)
+    for again, earlier in ((rows[2], 3),                                          # verbatim repeat
+                           (_row(event_id=1, status="diverged", bpb=None), 3),    # another result status
+                           (rows[1], 2), (rows[4], 5)):                            # promoted, pruned
+        write([again])
+        with pytest.raises(LedgerError) as e:
+            read_ledger(path)
+        msg = str(e.value)
+        assert str(path) in msg and "line 8:" in msg and f"of line {earlier}" in msg, msg
+        with pytest.raises(LedgerError, match=f"of line {earlier}"):  # the writer refuses to open it
+            Ledger(path)
+
+
+def test_falsify_writer_refuses_repeated_event_row(tmp_path):
+    path = tmp_path / "l.jsonl"
+    led = Ledger(path)
+    first = led.append(_row(event_id=3))
+    led.append(_row(event_id=3, status="promoted", decided_by="asha", score=2.5))
+    with pytest.raises(LedgerError, match=r"new row \(line 3\): repeats run 'run-a' event_id 3 kind 'result' "
+                                          r"of line 1"):
+        led.append(first)
+    with pytest.raises(LedgerError, match="of line 1"):
+        led.append(_row(event_id=3, status="confirmed", bpb=2.0))
+    led.append(_row(event_id=4))
+    with pytest.raises(LedgerError, match=r"new row \(line 4\).*of line 3"):  # a reopened writer remembers
+        Ledger(path).append(_row(event_id=4, status="diverged", bpb=None))
+    assert len(read_ledger(path).rows) == 3
+
+
+def test_repeated_row_line_numbers_count_isolated_lines(tmp_path):
+    """Line numbers in the duplicate message are file lines, damaged line and marker included."""
+    path = tmp_path / "l.jsonl"
+    Ledger(path).append(_row(event_id=0))
+    _crash(path)
+    with pytest.warns(UserWarning):
+        led = Ledger(path)
+    led.append(_row(event_id=1))  # line 4: after the damaged line 2 and its marker on line 3
+    assert read_ledger(path).line_numbers == (1, 4)
+    with pytest.raises(LedgerError, match=r"new row \(line 5\).*of line 4"):
+        led.append(_row(event_id=1))

@@ -9,8 +9,9 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import tiny_model, tiny_train
 from igla_jax.models import (ConfigError, ModelConfig, init_params, intermediates, logits_fn, loss_fn,
-                             non_embedding_params, ema_update, mup)
+                             non_embedding_params, ema_update, mup, traced_hparams, update_aux)
 from igla_jax.models.jepa import JepaLM
+from igla_jax.models.layers import dropout
 from igla_jax.train import init_state, train_state_to
 
 
@@ -89,6 +90,68 @@ def test_jepa_target_encoder_follows_ema():
     init_params_, _ = init_params(cfg, jax.random.PRNGKey(42))
     want = 0.9 * leaf(init_params_["encoder"]) + 0.1 * leaf(st1.params["encoder"])
     np.testing.assert_allclose(leaf(st1.aux["ema"]), want, rtol=1e-6, atol=1e-7)
+
+
+def test_shape_drops_only_the_traced_fields():
+    a = tiny_model("jepa", dropout=0.2, ema_beta=0.9)
+    assert a.shape() == tiny_model("jepa").shape() == tiny_model("jepa", dropout=0.1).shape()
+    assert a.shape() != tiny_model("jepa", width=24).shape() and a.shape() != tiny_model("attn").shape()
+    assert (a.shape().dropout, a.shape().ema_beta) == (ModelConfig.dropout, ModelConfig.ema_beta)
+    assert {k: float(v) for k, v in traced_hparams(a).items()} == pytest.approx({"dropout": 0.2, "ema_beta": 0.9})
+
+
+def test_dropout_at_traced_rate_zero_returns_its_input_bit_for_bit():
+    y = jax.random.normal(jax.random.PRNGKey(0), (4, 16, 32))
+    fn = jax.jit(dropout)
+    out, vjp = jax.vjp(lambda v: fn(v, jnp.float32(0.0), jax.random.PRNGKey(1)), y)
+    np.testing.assert_array_equal(out, y)
+    np.testing.assert_array_equal(vjp(y)[0], y)
+    # and under vmap (a population: the cond becomes a select and the mask is drawn, all ones)
+    rates = jnp.asarray([0.0, 0.5], jnp.float32)
+    both = jax.vmap(fn, in_axes=(None, 0, None))(y, rates, jax.random.PRNGKey(1))
+    np.testing.assert_array_equal(both[0], y)
+    np.testing.assert_array_equal(both[1], fn(y, jnp.float32(0.5), jax.random.PRNGKey(1)))
+
+
+def test_dropout_keeps_one_minus_rate_and_rescales():
+    y = jnp.ones((64, 64, 16))    # 65,536 draws: the kept fraction has std 0.002 at rate 0.3
+    out = np.asarray(jax.jit(dropout)(y, jnp.float32(0.3), jax.random.PRNGKey(2)))
+    kept = out != 0
+    assert abs(kept.mean() - 0.7) < 0.01
+    np.testing.assert_allclose(out[kept], 1 / np.float32(0.7), rtol=1e-6)
+
+
+def test_traced_dropout_rate_zero_equals_the_deterministic_loss_and_gradients(family):
+    """Rate 0 through the traced path (one program for every rate) is the dropout-free computation, bit for bit."""
+    cfg = tiny_model(family)
+    st = _trained(cfg)
+    x = _x(cfg, 4, batch=4)
+    y = jnp.roll(x, -1, axis=1)
+    det = jax.jit(jax.value_and_grad(lambda p: loss_fn(cfg, p, st.aux, x, y)[0]))
+    traced = jax.jit(jax.value_and_grad(lambda p, k, hp: loss_fn(cfg, p, st.aux, x, y, k, hp)[0]))
+    (l0, g0) = det(st.params)
+    (l1, g1) = traced(st.params, jax.random.PRNGKey(5), traced_hparams(cfg))
+    assert float(l0) == float(l1)
+    for a, b in zip(jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1)):
+        np.testing.assert_array_equal(a, b)
+    # a positive rate reaches the model through the same compiled program
+    hp = {**traced_hparams(cfg), "dropout": jnp.float32(0.3)}
+    l2, _ = traced(st.params, jax.random.PRNGKey(5), hp)
+    assert float(l2) != float(l1)
+    assert traced._cache_size() == 1
+
+
+def test_update_aux_takes_the_traced_ema_beta():
+    cfg = tiny_model("jepa")
+    params, aux = init_params(cfg, jax.random.PRNGKey(0))
+    online = jax.tree_util.tree_map(lambda v: v + 1.0, params)
+    fn = jax.jit(lambda a, p, hp: update_aux(cfg, a, p, hp))
+    for beta in (0.5, 0.9):
+        new = fn(aux, online, {"ema_beta": jnp.float32(beta), "dropout": jnp.float32(0.0)})
+        leaf = lambda t: jax.tree_util.tree_leaves(t)[0]
+        want = beta * leaf(aux["ema"]) + (1 - beta) * leaf(online["encoder"])
+        np.testing.assert_allclose(leaf(new["ema"]), want, rtol=1e-6, atol=1e-7)
+    assert fn._cache_size() == 1
 
 
 def test_hybrid_every_parameter_gets_a_gradient():

@@ -1,19 +1,22 @@
 """V1 muP: coord-check slopes and their falsifier, lr-transfer plumbing and its falsifier."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import numpy as np
 import pytest
 
+from accelerators import mup_transfer
 from accelerators.mup_transfer import (BETA1_GRID, LR_GRID, TransferConfig, TransferError, best_index,
                                        load_study, mup_verdict, run_family, transfer_lr, transfer_verdict,
                                        write_study)
 from coord_check import CoordCheckConfig, fit_result, fit_slope, run_coord_check
 from igla_jax.prereg import load_prereg
 
-THR = load_prereg().mup_slope_max
+PR = load_prereg()
+THR = PR.mup_slope_max
 
 
 def _power_law(cfg: CoordCheckConfig, exponents: dict[str, float]) -> dict:
@@ -104,10 +107,30 @@ def _study(shifts: dict[str, int]) -> dict:
 
 
 def test_falsify_transfer_verdict():
-    moved = transfer_verdict(_study({"attn": 0, "jepa": 2, "hybrid": -1}))
+    assert PR.lr_transfer_max_shift == 1, "the cases below are written for the v2 tolerance of one 2x step"
+    moved = transfer_verdict(_study({"attn": 0, "jepa": 2, "hybrid": -1}), "mup", PR)
     assert not moved.enabled and moved.statistic == 2 and "jepa w128" in moved.reason
-    held = transfer_verdict(_study({"attn": 0, "jepa": 1, "hybrid": -1}))
-    assert held.enabled and held.statistic == 1
+    held = transfer_verdict(_study({"attn": 0, "jepa": 1, "hybrid": -1}), "mup", PR)
+    assert held.enabled and held.statistic == 1 and held.threshold == 1
+    assert transfer_verdict(_study({"attn": 1})) == transfer_verdict(_study({"attn": 1}), "mup", PR)  # default
+
+
+def test_falsify_transfer_tolerance_is_the_preregistered_one():
+    """The lr-transfer tolerance is prereg.lr_transfer_max_shift, not a code constant."""
+    assert not hasattr(mup_transfer, "MAX_SHIFT"), "a second copy of a pre-registered constant"
+    two = dataclasses.replace(PR, lr_transfer_max_shift=2)
+    zero = dataclasses.replace(PR, lr_transfer_max_shift=0)
+    moved = _study({"attn": 0, "jepa": 2, "hybrid": -1})
+    v = transfer_verdict(moved, "mup", two)
+    assert v.enabled and v.threshold == 2 and "within 2 grid steps (lr_transfer_max_shift)" in v.reason
+    v = transfer_verdict(_study({"attn": 0, "jepa": 1}), "mup", zero)
+    assert not v.enabled and v.threshold == 0 and "jepa w128: 1 steps" in v.reason
+    assert transfer_verdict(_study({"attn": 0}), "mup", zero).enabled
+
+
+def test_mup_verdict_is_documented_as_a_deterministic_bound():
+    for f in (mup_verdict, transfer_verdict):
+        assert "not a statistical test" in f.__doc__
 
 
 def test_transfer_lr_reads_the_proxy_best(tmp_path):
@@ -144,11 +167,11 @@ def test_best_index_skips_diverged_runs():
 def test_run_family_tiny(tmp_path):
     cfg = TransferConfig(families=("attn",), params=("mup",), proxy_width=8, target_widths=(16,),
                          lrs=(1e-3, 4e-3, 1.6e-2), beta1s=(0.9,), steps=4, batch=2, context=8)
-    out = run_family(cfg, "attn", "mup")
+    out = run_family(cfg, "attn", "mup", prereg=dataclasses.replace(PR, lr_transfer_max_shift=0))
     assert len(out["proxy"]["runs"]) == 3 and out["proxy"]["best"]["lr"] in cfg.lrs
     t = out["targets"]["16"]
     assert t["shift"] == t["lr_index"] - out["proxy"]["best"]["lr_index"]
-    assert t["within_one_step"] == (abs(t["shift"]) <= 1)
+    assert t["within_one_step"] == (t["shift"] == 0)   # the tolerance given (0 steps), not a constant
     assert all(math.isfinite(r["loss_bits"]) for r in out["proxy"]["runs"] + t["runs"])
     json.dumps(out)   # JSON-ready
 

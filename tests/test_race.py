@@ -38,8 +38,8 @@ def drive(race: Race, bpb_fn=fake_bpb, *, diverge=frozenset(), stop_after=None, 
         a = queue.popleft()
         if isinstance(a, Train):
             bad = a.config.config_id in diverge
-            ev = RungDone(a.action_id, a.trial_id, a.rung, a.to_step, math.nan if bad else bpb_fn(a.config, a.to_step),
-                          1.0, "diverged" if bad else "ok")
+            ev = RungDone(a.action_id, a.trial_id, a.rung, a.to_step,
+                          math.nan if bad else bpb_fn(a.config, a.to_step, a.seed), 1.0, "diverged" if bad else "ok")
         elif isinstance(a, Confirm):
             ev = ConfirmDone(a.action_id, a.seed, a.to_step, bpb_fn(a.config, a.to_step, a.seed), 1.0, "ok")
         elif isinstance(a, Reproduce):
@@ -105,6 +105,33 @@ def test_replay_rejects_mismatched_event():
         race.step(state, RungDone(999, a.trial_id, a.rung, a.to_step, 2.0, 1.0, "ok"))
 
 
+# ---------------------------------------------------------------- selection and confirmation never share a seed
+@pytest.mark.parametrize("seed", [42, 43, 44, 0, 7, 123456])
+def test_search_trains_on_a_search_seed_and_confirms_on_every_victory_seed(seed):
+    race = Race(dataclasses.replace(cfg(max_trials=9), seed=seed, search_seed=None))
+    state, _, actions = drive(race)
+    search = state.config.search_seed
+    assert search not in (42, 43, 44)
+    assert {a.seed for a in actions if isinstance(a, Train)} == {search}
+    assert all(t.seed == search for t in state.trials)
+    # victory runs: one from-scratch Confirm on each victory seed, none of them the selected run
+    assert sorted(a.seed for a in actions if isinstance(a, Confirm)) == [42, 43, 44]
+    rep = [a for a in actions if isinstance(a, Reproduce)]
+    assert len(rep) == 1 and rep[0].seed == search
+    champ = state.trial(state.champion)
+    assert rep[0].original_bpb == champ.results[-1].bpb
+
+
+def test_search_seed_is_derived_deterministically_and_can_be_pinned():
+    from igla_jax.race_types import derive_search_seed
+    assert derive_search_seed(42, (42, 43, 44)) == derive_search_seed(42, (42, 43, 44))
+    assert derive_search_seed(42, (42, 43, 44)) != derive_search_seed(43, (42, 43, 44))
+    h = derive_search_seed(42, ())
+    assert derive_search_seed(42, (h,)) == h + 1  # stepped past a victory seed
+    with pytest.raises(ValueError, match="must not be a victory seed"):
+        dataclasses.replace(cfg(), search_seed=43)
+
+
 # ---------------------------------------------------------------- ASHA on a known objective
 def test_asha_finds_best_sampled_config_and_halves():
     race = Race(cfg(max_trials=27))
@@ -145,9 +172,10 @@ def test_confirm_and_reproduce_after_final_rung():
     champ = state.trial(state.champion)
     conf = [a for a in actions if isinstance(a, Confirm)]
     rep = [a for a in actions if isinstance(a, Reproduce)]
-    assert sorted(a.seed for a in conf) == [43, 44] and all(a.config == champ.config for a in conf)
+    assert sorted(a.seed for a in conf) == [42, 43, 44] and all(a.config == champ.config for a in conf)
     assert all(a.to_step == RUNGS[-1] for a in conf + rep)
-    assert len(rep) == 1 and rep[0].seed == 42 and rep[0].original_bpb == champ.results[-1].bpb
+    assert len(rep) == 1 and rep[0].seed == state.config.search_seed
+    assert rep[0].original_bpb == champ.results[-1].bpb
     for drift, ok in ((5e-5, True), (1e-3, False)):  # reproduce_tol is 1e-4
         evs = [dataclasses.replace(e, bpb=e.bpb + drift) if isinstance(e, ReproduceDone) else e for e in events]
         _, acts = race.replay(evs)

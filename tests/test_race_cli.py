@@ -29,6 +29,7 @@ class Result:
     params: int
     tokens_per_s: float
     wall_s: float
+    test_bpb: float | None = None
 
 
 class Crash(Exception):
@@ -38,11 +39,16 @@ class Crash(Exception):
 class FakeTrainer:
     """run_trial contract: continues from the checkpoint's step, saves one, calls progress; deterministic."""
 
-    def __init__(self, crash_at: int | None = None, sleep_s: float = 0.0, crash_seed: int | None = None):
+    def __init__(self, crash_at: int | None = None, sleep_s: float = 0.0, crash_seed: int | None = None,
+                 test_offset: float = 0.01):
         self.calls, self.crash_at, self.sleep_s, self.crash_seed = 0, crash_at, sleep_s, crash_seed
+        self.test_offset = test_offset
+        self.eval_tests: list[tuple[int, bool]] = []   # (seed, eval_test) of every call
 
-    def run_trial(self, mc, tc, *, to_step, from_checkpoint=None, save_checkpoint=None, progress=None):
+    def run_trial(self, mc, tc, *, to_step, from_checkpoint=None, save_checkpoint=None, progress=None,
+                  eval_test=False):
         self.calls += 1
+        self.eval_tests.append((tc.seed, eval_test))
         if (self.crash_at is not None and self.calls == self.crash_at) or tc.seed == self.crash_seed:
             raise Crash()
         start = 0
@@ -57,7 +63,7 @@ class FakeTrainer:
         if save_checkpoint is not None:
             Path(save_checkpoint).parent.mkdir(parents=True, exist_ok=True)
             Path(save_checkpoint).write_text(json.dumps({"step": to_step}))
-        return Result(bpb, "ok", to_step, 1000, 1e4, 0.01)
+        return Result(bpb, "ok", to_step, 1000, 1e4, 0.01, bpb + self.test_offset if eval_test else None)
 
 
 class PopulationTrainer(FakeTrainer):
@@ -70,16 +76,20 @@ class PopulationTrainer(FakeTrainer):
     def population_pays(self, mc, n):
         return True
 
-    def run_population(self, mc, tcs, *, to_step, from_checkpoints, save_checkpoints, progress=None):
+    def run_population(self, mc, tcs, *, to_step, from_checkpoints, save_checkpoints, progress=None,
+                       eval_tests=None):
         self.populations.append(len(tcs))
-        return [self.run_trial(mc, tc, to_step=to_step, from_checkpoint=f, save_checkpoint=s, progress=progress)
-                for tc, f, s in zip(tcs, from_checkpoints, save_checkpoints)]
+        mcs = mc if isinstance(mc, list) else [mc] * len(tcs)
+        assert len({m.shape() for m in mcs}) == 1, "a population is one compiled shape"
+        return [self.run_trial(m, tc, to_step=to_step, from_checkpoint=f, save_checkpoint=s, progress=progress,
+                               eval_test=e)
+                for m, tc, f, s, e in zip(mcs, tcs, from_checkpoints, save_checkpoints, eval_tests)]
 
 
 def key_rows(rows):
     """What must be identical between an uninterrupted and a resumed run (not ts, wall time, run id)."""
     return [(r.get("event_id"), r["status"], r["config_id"], r["seed"], r["step"], r["bpb"], r.get("decided_by"),
-             r.get("score"), (r.get("extra") or {}).get("trial_id")) for r in rows]
+             r.get("score"), (r.get("extra") or {}).get("trial_id"), r.get("test_bpb")) for r in rows]
 
 
 def board(db: Path):
@@ -143,7 +153,7 @@ def test_same_shape_actions_run_as_one_population(tmp_path):
     seq = run_race(seed=42, preset="smoke", out=tmp_path / "seq", trainer=FakeTrainer())
     pt = PopulationTrainer()
     pop = run_race(seed=42, preset="smoke", out=tmp_path / "pop", trainer=pt)
-    assert pt.populations == [3]  # the champion's two confirmations and its reproduction
+    assert pt.populations == [4]  # the champion's three confirmations and its reproduction
     assert key_rows(pop.rows) == key_rows(seq.rows)
 
 
@@ -157,15 +167,81 @@ def test_full_style_run_appends_confirmation_rows_to_canonical_once(tmp_path, mo
     with pytest.raises(Crash):  # dies during the confirmations
         run_race(seed=42, preset="smoke", out=out, canonical=True, trainer=FakeTrainer(crash_seed=44))
     first = read_ledger(fake_canon).rows
-    assert len(first) == 1 and first[0]["status"] == "confirmed"
+    assert [(r["status"], r["seed"]) for r in first] == [("confirmed", 42), ("confirmed", 43)]
     run_race(seed=42, preset="smoke", out=out, resume=True, canonical=True, trainer=FakeTrainer())
     rows = read_ledger(fake_canon).rows
-    assert sorted((r["status"], r["seed"]) for r in rows) == [("confirmed", 43), ("confirmed", 44), ("reproduced", 42)]
+    search = rows[-1]["seed"]
+    assert search not in (42, 43, 44)
+    assert sorted((r["status"], r["seed"]) for r in rows) == [("confirmed", 42), ("confirmed", 43), ("confirmed", 44),
+                                                             ("reproduced", search)]
+    assert all(isinstance(r.get("test_bpb"), float) for r in rows if r["status"] == "confirmed")
+    assert all("test_bpb" not in r for r in rows if r["status"] != "confirmed")
     own = [r for r in read_ledger(out / "ledger.jsonl").rows if r["status"] in ("confirmed", "reproduced")]
     assert key_rows(rows) == key_rows(own)
     # a preset without canonical=True never writes there
     run_race(seed=43, preset="smoke", out=tmp_path / "d", trainer=FakeTrainer())
-    assert len(read_ledger(fake_canon).rows) == 3
+    assert len(read_ledger(fake_canon).rows) == 4
+
+
+def test_kill_between_run_ledger_and_canonical_append_is_reconciled_once(tmp_path, monkeypatch):
+    """A kill after the run-ledger append and before the canonical append used to lose that row for good."""
+    import igla_jax.ledger
+    import igla_jax.race_runner
+    from igla_jax.ledger import Ledger
+    fake_canon = tmp_path / "assertions" / "seed_results.jsonl"
+    monkeypatch.setattr(igla_jax.ledger, "CANONICAL_LEDGER", fake_canon)
+    monkeypatch.setattr(igla_jax.race_runner, "CANONICAL_LEDGER", fake_canon)
+    real_append = Ledger.append
+
+    def dying_append(self, row):
+        if self.path == fake_canon and row["seed"] == 43:
+            raise Crash()  # exactly between the two appends: the run ledger already holds the row
+        return real_append(self, row)
+
+    out = tmp_path / "k"
+    monkeypatch.setattr(Ledger, "append", dying_append)
+    with pytest.raises(Crash):
+        run_race(seed=42, preset="smoke", out=out, canonical=True, trainer=FakeTrainer())
+    run_rows = read_ledger(out / "ledger.jsonl").rows
+    assert [r["seed"] for r in run_rows if r["status"] == "confirmed"] == [42, 43]
+    assert [r["seed"] for r in read_ledger(fake_canon).rows] == [42]
+    monkeypatch.setattr(Ledger, "append", real_append)
+    run_race(seed=42, preset="smoke", out=out, resume=True, canonical=True, trainer=FakeTrainer())
+    canon = read_ledger(fake_canon).rows
+    assert sorted(r["seed"] for r in canon if r["status"] == "confirmed") == [42, 43, 44]
+    assert len({(r["event_id"], r["status"]) for r in canon}) == len(canon) == 4
+    # resuming again appends nothing
+    run_race(seed=42, preset="smoke", out=out, resume=True, canonical=True, trainer=FakeTrainer())
+    assert len(read_ledger(fake_canon).rows) == 4
+
+
+def test_only_confirm_runs_read_the_test_split(tmp_path):
+    ft = FakeTrainer()
+    res = run_race(seed=42, preset="smoke", out=tmp_path / "t", trainer=ft)
+    search = res.state.config.search_seed
+    assert sorted(seed for seed, test in ft.eval_tests if test) == [42, 43, 44]
+    assert all(seed == search for seed, test in ft.eval_tests if not test)
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("step", 999, "step 999"), ("seed", 5, "seed 5"), ("rung", 7, "rung 7"), ("action", "confirm", "kind 'confirm'"),
+])
+def test_resume_refuses_a_row_that_does_not_answer_its_action(tmp_path, field, value, needle):
+    out = tmp_path / "r"
+    run_race(seed=42, preset="smoke", out=out, trainer=FakeTrainer())
+    path = out / "ledger.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    i = next(k for k, r in enumerate(rows) if r["status"] == "trained")
+    if field in ("rung", "action"):
+        rows[i]["extra"][field] = value
+    else:
+        rows[i][field] = value
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from igla_jax.executor import ResumeError
+    from igla_jax.leaderboard import LeaderboardError
+    # a changed seed is caught already while the leaderboard is rebuilt from the ledger
+    with pytest.raises((ResumeError, LeaderboardError), match=needle if field != "seed" else "165008596|seed 5"):
+        run_race(seed=42, preset="smoke", out=out, resume=True, trainer=FakeTrainer())
 
 
 def test_out_dir_rules(tmp_path):
@@ -176,9 +252,17 @@ def test_out_dir_rules(tmp_path):
         run_race(seed=2, preset="smoke", out=tmp_path / "a", resume=True, trainer=FakeTrainer())
     from accelerators.phi_grid import PhiSampler
     from igla_jax.prereg import load_prereg
-    with pytest.raises(RaceSetupError, match="sampler 'random', not 'phi_grid'"):
+    with pytest.raises(RaceSetupError, match="roles: recorded .*'random'.*now .*'phi_grid'"):
         run_race(seed=1, preset="smoke", out=tmp_path / "a", resume=True, trainer=FakeTrainer(),
                  sampler=PhiSampler(load_prereg()))
+    # the CLI's accelerator flags and verdict sources are part of the specification too
+    run_race(seed=1, preset="smoke", out=tmp_path / "f", trainer=FakeTrainer(),
+             spec_extra={"flags": {"sampler": "phi", "mup": "study"}})
+    with pytest.raises(RaceSetupError, match="flags: recorded"):
+        run_race(seed=1, preset="smoke", out=tmp_path / "f", resume=True, trainer=FakeTrainer(),
+                 spec_extra={"flags": {"sampler": "random", "mup": "study"}})
+    run_race(seed=1, preset="smoke", out=tmp_path / "f", resume=True, trainer=FakeTrainer(),
+             spec_extra={"flags": {"sampler": "phi", "mup": "study"}})
     with pytest.raises(RaceSetupError, match="no race to resume"):
         run_race(seed=1, preset="smoke", out=tmp_path / "empty", resume=True, trainer=FakeTrainer())
     (tmp_path / "file").write_text("x")
@@ -233,7 +317,8 @@ def test_cli_smoke_end_to_end(smoke_run):
     out, r = smoke_run
     assert r.returncode == 0, r.stderr[-2000:]
     rows = read_ledger(out / "ledger.jsonl").rows
-    assert [x["status"] for x in rows].count("confirmed") == 2 and [x["status"] for x in rows].count("reproduced") == 1
+    assert [x["status"] for x in rows].count("confirmed") == 3 and [x["status"] for x in rows].count("reproduced") == 1
+    assert all(x["test_bpb"] > 0 for x in rows if x["status"] == "confirmed")
     assert all(x["preset"] == "smoke" and x["run_id"] == rows[0]["run_id"] for x in rows)
     for needle in ("race ranking top 5", "champion", "accelerator phi_grid", "victory: rejected",
                    "step_too_early", "reproduced: True"):

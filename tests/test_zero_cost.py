@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
+from scipy import stats
 
 from accelerators import zero_cost as zc
 from igla_jax.interfaces import RandomSampler
@@ -105,7 +106,8 @@ def test_falsify_proxy_bias():
     rows = _rows(bpb, biased * 1e6, biased, params)
     v = zc.proxy_verdict(rows, PREREG)
     assert v.enabled is False and v.statistic < 0 and v.threshold == PREREG.proxy_rho_min
-    assert abs(v.statistic) >= PREREG.proxy_rho_min, "the fold must fool a |rho| rule, else it tests nothing"
+    rho = zc.goodness_rho(zc.mean_rank(biased * 1e6, biased), bpb)
+    assert rho < 0 and abs(rho) >= PREREG.proxy_rho_min, "the fold must fool a |rho| rule, else it tests nothing"
     good = -bpb + rng.normal(0, 0.05, n)
     rows = _rows(bpb, np.exp(good), good + rng.normal(0, 0.05, n), params)
     proxy, v = zc.choose_proxy(rows, PREREG)
@@ -121,8 +123,68 @@ def test_goodness_rho_sign_and_diverged_rows():
     assert zc.goodness_rho([4, 3, 2, 1], bpb) == pytest.approx(1.0)   # diverged = worst BPB
     assert zc.goodness_rho([1, 2, 3, 4], bpb) == pytest.approx(-1.0)
     assert math.isnan(zc.goodness_rho([1, 1, 1, 1], bpb))
-    lo, hi = zc.bootstrap_ci(np.arange(20.0), -np.arange(20.0) + np.sin(np.arange(20.0)))
+    lo, hi = zc.bootstrap_ci(np.arange(20.0), -np.arange(20.0) + np.sin(np.arange(20.0)), level=0.95)
     assert 0.5 < lo <= hi <= 1.0
+
+
+def test_vectorised_rho_equals_scipy_spearman():
+    """The bootstrap's vectorised statistic is -spearmanr, ties and diverged rows included (to 1e-12)."""
+    rng = np.random.default_rng(1)
+    s_KxN = np.concatenate([rng.normal(size=(50, 17)), rng.integers(0, 4, size=(50, 17)).astype(float)])
+    b_KxN = rng.normal(size=(100, 17))
+    b_KxN[rng.random(b_KxN.shape) < 0.1] = np.nan
+    got_K = zc._goodness_rho_nd(s_KxN, b_KxN)
+    for s, b, g in zip(s_KxN, b_KxN, got_K):
+        want = -stats.spearmanr(s, np.where(np.isfinite(b), b, np.inf)).statistic
+        assert g == pytest.approx(want, abs=1e-12) and zc.goodness_rho(s, b) == g
+    assert np.isnan(zc._goodness_rho_nd(np.ones((2, 5)), b_KxN[:2, :5])).all()
+
+
+def _moderate(seed: int = 0, n: int = 30):
+    """bpb and a proxy with point -rho ~0.81 on 30 configs: above the floor, not significantly so."""
+    rng = np.random.default_rng(seed)
+    bpb = 2.2 + rng.uniform(0, 0.6, n)
+    return bpb, -bpb + rng.normal(0, 0.12, n), rng.permutation(n) * 1000.0
+
+
+def test_falsify_proxy_decision_is_a_test_at_alpha_per_arm():
+    """A proxy passes only when its one-sided (1 - alpha / 7) bootstrap lower bound reaches the floor."""
+    bpb, good, params = _moderate()
+    floor = PREREG.proxy_rho_min
+    assert zc.goodness_rho(good, bpb) >= floor + 0.2, "the point rho must pass the old point rule"
+    proxy, v = zc.choose_proxy(_rows(bpb, np.exp(good), good, params), PREREG)
+    assert proxy is None and not v.enabled and v.statistic < floor
+    assert v.statistic == zc.rho_lower_bound(zc.mean_rank(np.exp(good), good), bpb, alpha=PREREG.alpha_per_arm)
+    assert "alpha / 7 = 0.01 / 7 = 0.00143" in v.reason and "one-sided 0.99857" in v.reason
+    assert f"lower bound {v.statistic:.3f}" in v.reason
+    # the same data pass at the uncorrected one-sided 0.95: the per-arm level is what rejects them
+    loose = dataclasses.replace(PREREG, alpha=0.05, bonferroni_n=1)
+    proxy, v = zc.choose_proxy(_rows(bpb, np.exp(good), good, params), loose)
+    assert proxy == "ensemble" and v.enabled and v.statistic >= floor and "alpha / 1 = 0.05" in v.reason
+    # a strong proxy passes at the corrected level, with the same statement of level and bound
+    strong = -bpb + np.random.default_rng(1).normal(0, 0.03, len(bpb))
+    proxy, v = zc.choose_proxy(_rows(bpb, np.exp(strong), strong, params), PREREG)
+    assert proxy == "ensemble" and v.enabled and v.statistic >= floor and "0.00143" in v.reason
+
+
+def test_proxy_verdict_is_deterministic():
+    bpb, good, params = _moderate()
+    rows = _rows(bpb, np.exp(good), good, params)
+    assert zc.proxy_verdict(rows, PREREG) == zc.proxy_verdict(rows, PREREG)
+    assert zc.choose_proxy(rows[:3], PREREG)[1].enabled is False   # too few rows for a bootstrap
+
+
+def test_reported_intervals_use_the_preregistered_level():
+    bpb, good, params = _moderate()
+    s = np.exp(good)
+    lo95, hi95 = zc.bootstrap_ci(s, bpb, level=0.95)
+    lo50, hi50 = zc.bootstrap_ci(s, bpb, level=0.5)
+    assert lo95 < lo50 <= hi50 < hi95
+    rows = _rows(bpb, s, good, params)
+    for level in (PREREG.bootstrap_level, 0.5):
+        t = zc.proxy_table(rows, dataclasses.replace(PREREG, bootstrap_level=level))
+        assert t["overall"]["ci_level"] == level
+        assert tuple(t["overall"]["synflow"]["ci"]) == zc.bootstrap_ci(s, bpb, level=level)
 
 
 def test_study_table_roundtrip_and_malformed(tmp_path):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -11,13 +11,14 @@ import flax.linen as nn
 from igla_jax.data import token_bits
 from igla_jax.models import mup
 from igla_jax.models.attn import AttnLM, Encoder
-from igla_jax.models.config import FAMILIES, ConfigError, ModelConfig
+from igla_jax.models.config import FAMILIES, TRACED_FIELDS, ConfigError, ModelConfig
 from igla_jax.models.hybrid import HybridLM
 from igla_jax.models.jepa import JepaLM, ema_update, latent_loss
 
 __all__ = [
-    "FAMILIES", "ConfigError", "ModelConfig", "build_model", "init_params", "loss_fn", "logits_fn",
-    "update_aux", "count_params", "non_embedding_params", "intermediates", "ema_update", "mup",
+    "FAMILIES", "TRACED_FIELDS", "ConfigError", "ModelConfig", "build_model", "init_params", "loss_fn",
+    "logits_fn", "update_aux", "traced_hparams", "count_params", "non_embedding_params", "intermediates",
+    "ema_update", "mup",
 ]
 
 _CLASSES = {"attn": AttnLM, "jepa": JepaLM, "hybrid": HybridLM}
@@ -35,29 +36,42 @@ def _dummy(cfg: ModelConfig) -> jax.Array:
 def init_params(cfg: ModelConfig, key: jax.Array) -> tuple[Any, Any]:
     """(params, aux): aux holds non-trained state (the jepa EMA target encoder), else {}."""
     method = JepaLM.train_outputs if cfg.family == "jepa" else None
-    params = build_model(cfg).init(key, _dummy(cfg), train=False, method=method)["params"]
+    params = build_model(cfg).init(key, _dummy(cfg), method=method)["params"]
     aux = {"ema": jax.tree_util.tree_map(jnp.copy, params["encoder"])} if cfg.family == "jepa" else {}
     return params, aux
 
 
 def logits_fn(cfg: ModelConfig, params: Any, x_BxL: jax.Array) -> jax.Array:
     """Deterministic (eval-mode) logits_BxLxV."""
-    return build_model(cfg).apply({"params": params}, x_BxL, train=False)
+    return build_model(cfg).apply({"params": params}, x_BxL)
+
+
+def traced_hparams(cfg: ModelConfig) -> dict[str, jax.Array]:
+    """The TRACED_FIELDS of cfg as float32 arrays: the values cfg.shape() leaves out."""
+    return {f: jnp.asarray(getattr(cfg, f), jnp.float32) for f in TRACED_FIELDS}
 
 
 def loss_fn(cfg: ModelConfig, params: Any, aux: Any, x_BxL: jax.Array, y_BxL: jax.Array,
-            dropout_key: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Training loss (nats) and metrics; metrics['ce_bits'] is the LM cross-entropy in bits."""
-    train = dropout_key is not None and cfg.dropout > 0.0
-    rngs = {"dropout": dropout_key} if train else {}
+            dropout_key: jax.Array | None = None, hparams: Mapping[str, jax.Array] | None = None,
+            ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Training loss (nats) and metrics; metrics['ce_bits'] is the LM cross-entropy in bits.
+
+    Dropout applies only given dropout_key, at hparams['dropout'] (traced: any rate, 0 included,
+    runs one program) or, without hparams, at cfg.dropout (a constant; 0 means no dropout at all).
+    """
+    rate = None
+    if dropout_key is not None:
+        rate = cfg.dropout if hparams is None else hparams["dropout"]
+        rate = None if isinstance(rate, (int, float)) and rate == 0 else rate
+    rngs = {"dropout": dropout_key} if rate is not None else {}
     model = build_model(cfg)
     if cfg.family == "jepa":
-        logits, pred = model.apply({"params": params}, x_BxL, train=train, rngs=rngs,
+        logits, pred = model.apply({"params": params}, x_BxL, dropout_rate=rate, rngs=rngs,
                                    method=JepaLM.train_outputs)
-        target = Encoder(cfg).apply({"params": aux["ema"]}, x_BxL, train=False)
+        target = Encoder(cfg).apply({"params": aux["ema"]}, x_BxL)
         lat = latent_loss(pred, target, cfg.jepa_horizon)
     else:
-        logits = model.apply({"params": params}, x_BxL, train=train, rngs=rngs)
+        logits = model.apply({"params": params}, x_BxL, dropout_rate=rate, rngs=rngs)
         lat = jnp.zeros((), jnp.float32)
     ce_bits = jnp.mean(token_bits(logits, y_BxL))
     ce_nats = ce_bits * math.log(2.0)
@@ -65,10 +79,14 @@ def loss_fn(cfg: ModelConfig, params: Any, aux: Any, x_BxL: jax.Array, y_BxL: ja
     return loss, {"loss": loss, "ce_bits": ce_bits, "latent": lat}
 
 
-def update_aux(cfg: ModelConfig, aux: Any, params: Any) -> Any:
-    """Post-step update of non-trained state: the jepa target encoder follows an EMA."""
+def update_aux(cfg: ModelConfig, aux: Any, params: Any, hparams: Mapping[str, jax.Array] | None = None) -> Any:
+    """Post-step update of non-trained state: the jepa target encoder follows an EMA.
+
+    The decay is hparams['ema_beta'] (traced) or, without hparams, cfg.ema_beta.
+    """
     if cfg.family == "jepa":
-        return {"ema": ema_update(aux["ema"], params["encoder"], cfg.ema_beta)}
+        beta = cfg.ema_beta if hparams is None else hparams["ema_beta"]
+        return {"ema": ema_update(aux["ema"], params["encoder"], beta)}
     return aux
 
 
@@ -86,7 +104,7 @@ def non_embedding_params(cfg: ModelConfig, params: Any | None = None) -> int:
 
 def intermediates(cfg: ModelConfig, params: Any, x_BxL: jax.Array) -> dict[str, jax.Array]:
     """Mean |activation| of every recorded layer (embedding, each branch, final hidden, logits)."""
-    _, state = build_model(cfg).apply({"params": params}, x_BxL, train=False, mutable=["intermediates"])
+    _, state = build_model(cfg).apply({"params": params}, x_BxL, mutable=["intermediates"])
     out = {}
     for path, v in jax.tree_util.tree_leaves_with_path(state["intermediates"]):
         keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]

@@ -5,6 +5,8 @@ import dataclasses
 
 FAMILIES = ("attn", "jepa", "hybrid")
 PARAMETRIZATIONS = ("mup", "sp")
+# Hyperparameters the compiled programs take as traced values (TrainState.hparams), not as constants.
+TRACED_FIELDS = ("dropout", "ema_beta")
 
 
 class ConfigError(ValueError):
@@ -23,9 +25,9 @@ class ModelConfig:
     vocab: int = 256
     param: str = "mup"         # "mup" or "sp" (standard parametrization, the coord-check control)
     mlp_ratio: int = 4
-    dropout: float = 0.0
+    dropout: float = 0.0       # traced: see TRACED_FIELDS and shape()
     jepa_lambda: float = 0.5   # weight of the latent loss (jepa only)
-    ema_beta: float = 0.99     # target-encoder EMA decay (jepa only)
+    ema_beta: float = 0.99     # target-encoder EMA decay (jepa only); traced
     jepa_horizon: int = 1      # the predictor predicts the target latent this many bytes ahead
     alpha_in: float = 1.0
     alpha_out: float = 1.0
@@ -57,3 +59,14 @@ class ModelConfig:
     @property
     def heads(self) -> int:
         return self.width // self.head_dim
+
+    def shape(self) -> "ModelConfig":
+        """This config with the TRACED_FIELDS at their defaults: the static key of the compiled programs.
+
+        Configs that differ only in traced fields share one shape, hence one compiled train step
+        and one population; their values travel as arrays (igla_jax.models.traced_hparams).
+        """
+        return dataclasses.replace(self, **{f: _DEFAULTS[f] for f in TRACED_FIELDS})
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig)}

@@ -7,7 +7,7 @@ import flax.linen as nn
 
 from igla_jax.models.attn import AttnBlock
 from igla_jax.models.config import ModelConfig
-from igla_jax.models.layers import Embed, Mlp, Readout, Residual, dense
+from igla_jax.models.layers import Embed, Mlp, Rate, Readout, Residual, dense
 from igla_jax.models.mup import Role, pname
 
 # Initial bias of the decay gate: sigmoid(2) ~ 0.88, a memory of ~8 bytes at initialisation.
@@ -46,9 +46,10 @@ class RecurrentBlock(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x_BxLxD: jax.Array, *, train: bool) -> jax.Array:
-        x = Residual(self.cfg, GatedRecurrence(self.cfg, name="mixer"), "mixer", name="mixer_res")(x_BxLxD, train=train)
-        return Residual(self.cfg, Mlp(self.cfg, name="mlp"), "mlp", name="mlp_res")(x, train=train)
+    def __call__(self, x_BxLxD: jax.Array, *, dropout_rate: Rate) -> jax.Array:
+        mixer = Residual(self.cfg, GatedRecurrence(self.cfg, name="mixer"), "mixer", name="mixer_res")
+        x = mixer(x_BxLxD, dropout_rate=dropout_rate)
+        return Residual(self.cfg, Mlp(self.cfg, name="mlp"), "mlp", name="mlp_res")(x, dropout_rate=dropout_rate)
 
 
 class HybridLM(nn.Module):
@@ -56,11 +57,11 @@ class HybridLM(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x_BxL: jax.Array, *, train: bool = False) -> jax.Array:
+    def __call__(self, x_BxL: jax.Array, *, dropout_rate: Rate = None) -> jax.Array:
         h = Embed(self.cfg, name="embed")(x_BxL)
         self.sow("intermediates", "embedding", jnp.mean(jnp.abs(h)))
         for i in range(self.cfg.depth):
             block = AttnBlock if i % 2 == 0 else RecurrentBlock
-            h = block(self.cfg, name=f"block{i}")(h, train=train)
+            h = block(self.cfg, name=f"block{i}")(h, dropout_rate=dropout_rate)
         self.sow("intermediates", "final_hidden", jnp.mean(jnp.abs(h)))
         return Readout(self.cfg, name="readout")(h)

@@ -15,7 +15,7 @@ import flax.linen as nn
 
 from igla_jax.models.attn import Encoder
 from igla_jax.models.config import ModelConfig
-from igla_jax.models.layers import Readout, dense, layer_norm
+from igla_jax.models.layers import Rate, Readout, dense, layer_norm
 from igla_jax.models.mup import Role
 
 
@@ -42,12 +42,12 @@ class JepaLM(nn.Module):
         self.readout = Readout(self.cfg)
         self.predictor = Predictor(self.cfg)
 
-    def __call__(self, x_BxL: jax.Array, *, train: bool = False) -> jax.Array:
-        return self.readout(self.encoder(x_BxL, train=train))
+    def __call__(self, x_BxL: jax.Array, *, dropout_rate: Rate = None) -> jax.Array:
+        return self.readout(self.encoder(x_BxL, dropout_rate=dropout_rate))
 
-    def train_outputs(self, x_BxL: jax.Array, *, train: bool = True) -> tuple[jax.Array, jax.Array]:
+    def train_outputs(self, x_BxL: jax.Array, *, dropout_rate: Rate = None) -> tuple[jax.Array, jax.Array]:
         """(logits_BxLxV, predicted target latents_BxLxD)."""
-        h = self.encoder(x_BxL, train=train)
+        h = self.encoder(x_BxL, dropout_rate=dropout_rate)
         return self.readout(h), self.predictor(h)
 
 

@@ -1,0 +1,118 @@
+"""Record the learning-curve table: real training curves of a race preset, for replayed races.
+
+  python -m experiments.record_curves --preset tenth                 # the whole table (hours on 2 cores; resumable)
+  python -m experiments.record_curves --preset tenth --budget 30m    # record for 30 minutes, then stop cleanly
+  python -m experiments.record_curves --preset tenth --limit 6       # six runs
+
+Per family: --per-stratum configs from the V5 phi-grid and as many drawn uniformly from the full grid
+(disjoint strata); every --extra-every-th config of a stratum also runs on two extra seeds. Each run
+trains to the preset's last rung on the primary seed (the search seed of race seed 42) and evaluates
+validation BPB at the ladder (rungs and the points between). Rows are appended and fsynced one run at
+a time (a kill loses at most the run in flight; rerun the same command to continue), and the
+manifest beside the table is rewritten after each run (command, commit, hardware, preset, ladder,
+strata, counts, sha256). Format: igla_jax/curves.py.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from igla_jax.prereg import repo_root
+
+DEFAULT_DIR = repo_root() / "assertions"
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="python -m experiments.record_curves", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("--preset", default="tenth", help="race preset whose trials are recorded (default tenth)")
+    ap.add_argument("--out", type=Path, default=None, help="table path (default assertions/curves_<preset>.jsonl)")
+    ap.add_argument("--families", nargs="+", default=["attn", "jepa", "hybrid"], help="families (default all three)")
+    ap.add_argument("--per-stratum", type=int, default=64, help="configs per family and stratum (default 64)")
+    ap.add_argument("--extra-every", type=int, default=9,
+                    help="every n-th config of a stratum also runs on the two extra seeds (default 9: ~11 %%)")
+    ap.add_argument("--limit", type=int, default=None, help="record at most this many runs in this call")
+    ap.add_argument("--budget", default=None, help="stop before starting a run once this much time passed (90s, 30m, 2h)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from igla_jax.race_runner import PRESETS, RaceSetupError, parse_budget
+    if args.preset not in PRESETS:
+        print(f"error: --preset {args.preset!r}: choose one of {', '.join(PRESETS)}", file=sys.stderr)
+        return 2
+    try:
+        budget = parse_budget(args.budget) if args.budget else None
+    except RaceSetupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.per_stratum < 1 or args.extra_every < 0 or (args.limit is not None and args.limit < 0):
+        print("error: --per-stratum must be >= 1, --extra-every and --limit >= 0", file=sys.stderr)
+        return 2
+    from accelerators.phi_grid import phi_grid
+    from igla_jax import curves
+    from igla_jax.ledger import code_version
+    from igla_jax.prereg import load_prereg
+    from igla_jax.race_types import derive_search_seed
+    pr = load_prereg()
+    ps = PRESETS[args.preset]
+    rc = ps.race_config(pr, 42)
+    seeds = [derive_search_seed(s, pr.seeds) for s in (42, 43, 44)]
+    ladder = curves.ladder_for(rc.rungs)
+    table = args.out or DEFAULT_DIR / f"curves_{args.preset}.jsonl"
+    manifest = table.with_name(table.name.replace(".jsonl", "") + ".manifest.json")
+    plan = curves.plan(ps.space, lambda f: phi_grid(f, ps.space), families=args.families,
+                       per_stratum=args.per_stratum, extra_every=args.extra_every, primary_seed=seeds[0],
+                       extra_seeds=seeds[1:])
+    writer = curves.TableWriter(table)
+    todo = [r for r in plan if (r.config.config_id, r.seed) not in writer.done]
+    version = code_version()
+    import json
+    prev = json.loads(manifest.read_text()) if manifest.exists() else {}
+    info = {"command": "python -m experiments.record_curves " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "preset": args.preset, "rungs": list(rc.rungs), "ladder": list(ladder), "lr_horizon": rc.rungs[-1],
+            "context": ps.context, "batch": ps.batch, "space": {k: list(v) if isinstance(v, tuple) else v
+                                                               for k, v in vars(ps.space).items()},
+            "strata": {"phi": "configs of the V5 phi-grid (accelerators.phi_grid.phi_grid)",
+                       "uniform": "uniform draws from the full grid minus the phi-grid; baselines and uniform "
+                                  "samplers draw only from here"},
+            "seeds": {"primary": seeds[0], "extra": seeds[1:],
+                      "derivation": "search seeds of race seeds 42, 43, 44 (igla_jax.race_types.derive_search_seed)"},
+            "per_stratum": args.per_stratum, "extra_every": args.extra_every, "planned_runs": len(plan),
+            "commits": sorted(set(prev.get("commits", [])) | {version.sha}), "hardware": curves.hardware(),
+            "compile_s": prev.get("compile_s", {})}
+    print(f"{len(plan) - len(todo)} of {len(plan)} runs already recorded in {table}; {len(todo)} to go", file=sys.stderr)
+    t_start = time.monotonic()
+    done = 0
+    warmed: set[str] = set()
+    for run in todo:
+        if args.limit is not None and done >= args.limit:
+            break
+        if budget is not None and time.monotonic() - t_start >= budget:
+            print("budget reached; rerun the same command to continue", file=sys.stderr)
+            break
+        shape = curves.shape_key(run.config)
+        if shape not in warmed:  # compile outside the timed segments; the first measurement is kept
+            c = curves.warm_shape(run.config, context=ps.context, batch=ps.batch, head_dim=ps.space.head_dim,
+                                  horizon=rc.rungs[-1])
+            info["compile_s"].setdefault(shape, c)
+            warmed.add(shape)
+        t0 = time.monotonic()
+        row = curves.record_run(run, context=ps.context, batch=ps.batch, head_dim=ps.space.head_dim,
+                                horizon=rc.rungs[-1], ladder=ladder, version=version)
+        writer.append(row)
+        curves.write_manifest(manifest, table, info)
+        done += 1
+        b = row["val_bpb"][-1]
+        print(f"[{len(plan) - len(todo) + done}/{len(plan)}] {run.config.short()} {run.stratum} seed {run.seed}: "
+              f"{row['status']} val BPB @{ladder[-1]} {b if b is None else round(b, 4)} "
+              f"({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
+    curves.write_manifest(manifest, table, info)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

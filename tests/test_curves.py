@@ -1,0 +1,105 @@
+"""The learning-curve table: format, append-only writer, plan, and live race == recorded curve."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from igla_jax import curves
+from igla_jax.ledger import CodeVersion
+from igla_jax.race_runner import PRESETS, run_race
+from igla_jax.search_space import SearchSpace
+
+V = CodeVersion("0" * 40, False)
+
+
+def test_ladder_contains_the_rungs_and_the_points_between():
+    assert curves.ladder_for((100, 300, 900, 2700)) == (100, 200, 300, 600, 900, 1800, 2700)
+    assert curves.ladder_for((4, 12)) == (4, 8, 12)
+
+
+def test_plan_strata_are_disjoint_balanced_and_interleaved():
+    from accelerators.phi_grid import phi_grid
+    space = PRESETS["tenth"].space
+    p = curves.plan(space, lambda f: phi_grid(f, space), families=("attn", "jepa", "hybrid"), per_stratum=10,
+                    extra_every=5, primary_seed=1, extra_seeds=(2, 3))
+    prim = [r for r in p if r.seed_role == "primary"]
+    assert len(prim) == 60 and len({(r.config.config_id) for r in prim}) == 60
+    phi_ids = {c.config_id for f in ("attn", "jepa", "hybrid") for c in phi_grid(f, space)}
+    assert all((r.config.config_id in phi_ids) == (r.stratum == "phi") for r in p)
+    assert len([r for r in p if r.seed_role == "extra"]) == 6 * 2 * 2  # positions 0 and 5 of each of 6 strata
+    # the first 6 primaries cover every (family, stratum): a partial table is balanced
+    assert {(r.config.family, r.stratum) for r in prim[:6]} == {(f, s) for f in ("attn", "jepa", "hybrid")
+                                                                 for s in ("phi", "uniform")}
+    # extra seeds follow their primary directly
+    for i, r in enumerate(p):
+        if r.seed_role == "extra":
+            assert p[i - 1].config == r.config
+
+
+def _row(**kw):
+    base = {"config_id": "x", "config": None, "family": "attn", "stratum": "uniform", "seed": 1, "seed_role": "primary",
+            "status": "ok", "ladder": [4, 8], "val_bpb": [3.0, 2.9], "segment_s": [0.1, 0.1], "eval_s": [0.1, 0.1],
+            "train_bits": [3.1], "chunk": 32, "shape": "attn/w16/d2", "sha": "0" * 40, "dirty": False, "ts": "t"}
+    from igla_jax.search_space import Config
+    c = Config("attn", 16, 2, 1e-3, 0.9, 0.0, 0.0, 0.0)
+    base.update(config=c.to_dict(), config_id=c.config_id)
+    base.update(kw)
+    return base
+
+
+def test_writer_is_append_only_cuts_a_torn_tail_and_rejects_bad_rows(tmp_path):
+    p = tmp_path / "t.jsonl"
+    w = curves.TableWriter(p)
+    w.append(_row())
+    with pytest.raises(curves.CurveError, match="already recorded"):
+        w.append(_row())
+    with pytest.raises(curves.CurveError, match="val_bpb"):
+        w.append(_row(seed=2, val_bpb=[3.0, -1.0]))
+    with open(p, "ab") as f:
+        f.write(b'{"config_id": "tor')  # a kill mid-write
+    w2 = curves.TableWriter(p)
+    assert len(w2.table.rows) == 1 and p.read_bytes().endswith(b"\n")
+    w2.append(_row(seed=2))
+    t = curves.read_table(p)
+    assert [r["seed"] for r in t.rows] == [1, 2]
+    assert t.bpb_at(t.rows[0]["config_id"], 1, 8) == 2.9
+    with pytest.raises(curves.CurveError, match="no evaluation at step 12"):
+        t.bpb_at(t.rows[0]["config_id"], 1, 12)
+    with pytest.raises(curves.CurveError, match="no recorded run"):
+        t.bpb_at(t.rows[0]["config_id"], 9, 8)
+    lines = p.read_text().splitlines()
+    p.write_text(lines[0] + "\n" + lines[0] + "\n")
+    with pytest.raises(curves.CurveError, match="line 2: .* already recorded on line 1"):
+        curves.read_table(p)
+
+
+def test_a_live_race_reproduces_the_recorded_curves_step_for_step(tmp_path):
+    """Every rung BPB of a live smoke race equals the recorded table's BPB at that step, bit for bit."""
+    ps = PRESETS["smoke"]
+    live = run_race(seed=5, preset="smoke", out=tmp_path / "live")
+    search = live.state.config.search_seed
+    trained = [r for r in live.rows if r["status"] == "trained" and r["seed"] == search]
+    assert trained
+    ladder = curves.ladder_for(live.state.config.rungs)
+    table = tmp_path / "curves.jsonl"
+    w = curves.TableWriter(table)
+    cfgs = {t.config.config_id: t.config for t in live.state.trials}
+    for cid, cfg in sorted(cfgs.items()):
+        w.append(curves.record_run(curves.PlannedRun(cfg, "uniform", search, "primary"), context=ps.context,
+                                   batch=ps.batch, head_dim=ps.space.head_dim, horizon=live.state.config.rungs[-1],
+                                   ladder=ladder, version=V))
+    t = curves.read_table(table)
+    for r in trained:
+        assert t.bpb_at(r["config_id"], search, r["step"]) == r["bpb"], r
+    assert all(len(row["train_bits"]) >= 1 and all(s >= 0 for s in row["segment_s"]) for row in t.rows)
+
+
+def test_manifest_counts_and_hash(tmp_path):
+    p = tmp_path / "t.jsonl"
+    curves.TableWriter(p).append(_row())
+    m = tmp_path / "t.manifest.json"
+    curves.write_manifest(m, p, {"preset": "smoke"})
+    doc = json.loads(m.read_text())
+    assert doc["counts"]["runs"] == 1 and doc["counts"]["by_family_stratum_role"] == {"attn/uniform/primary": 1}
+    assert doc["table_sha256"] == curves.file_sha256(p) and len(doc["table_sha256"]) == 64

@@ -1,0 +1,47 @@
+"""Nothing that selects reads the test half: poison its bytes and every race decision stays the same."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from igla_jax import data
+from igla_jax.race_runner import run_race
+
+DECISION_FIELDS = ("event_id", "status", "config_id", "seed", "step", "bpb", "decided_by", "score")
+
+
+def decisions(rows):
+    """Every row as the race decided it (test_bpb, timestamps and wall time left out)."""
+    return [tuple(r.get(k) for k in DECISION_FIELDS) + ((r.get("extra") or {}).get("trial_id"),) for r in rows]
+
+
+@pytest.fixture()
+def poisoned_test_half(monkeypatch):
+    clean = data.corpus()
+    a, b = data.split_bounds(clean.size)
+    bad = clean.copy()
+    bad[b:] = np.random.default_rng(0).integers(0, 256, clean.size - b, dtype=np.uint8)
+    assert np.array_equal(bad[:b], clean[:b]) and not np.array_equal(bad[b:], clean[b:])
+    data.clear_caches()
+    monkeypatch.setattr(data, "corpus", lambda: bad)
+    yield
+    monkeypatch.undo()
+    data.clear_caches()
+
+
+def run_smoke(out):
+    data.clear_caches()
+    return run_race(seed=3, preset="smoke", out=out)
+
+
+def test_poisoned_test_half_changes_no_race_decision(tmp_path, request):
+    clean = run_smoke(tmp_path / "clean")
+    request.getfixturevalue("poisoned_test_half")
+    bad = run_smoke(tmp_path / "poisoned")
+    assert decisions(bad.rows) == decisions(clean.rows)
+    assert bad.summary.champion == clean.summary.champion
+    # the poison did reach the test half: the victory rows' test BPB moved (random bytes score ~8)
+    t_clean = [r["test_bpb"] for r in clean.rows if r["status"] == "confirmed"]
+    t_bad = [r["test_bpb"] for r in bad.rows if r["status"] == "confirmed"]
+    assert len(t_clean) == len(t_bad) == 3
+    assert all(b > c + 0.5 for b, c in zip(t_bad, t_clean)), (t_clean, t_bad)
