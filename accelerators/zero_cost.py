@@ -47,7 +47,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -406,3 +406,31 @@ class ZeroCostFilter:
         order = sorted(range(len(configs)), key=lambda i: (-float(scores[i]), configs[i].config_id))
         kept = set(order[:n_kept(len(configs), self.drop_fraction)])
         return tuple(i in kept for i in range(len(configs)))
+
+
+# ------------------------------------------------------------------- the study on a curve table
+def table_study(rows: Sequence[Mapping[str, Any]], *, rungs: Sequence[int], context: int, batch: int,
+                head_dim: int, prereg: Prereg, seed: int = 0) -> dict[str, Any]:
+    """Every proxy of every primary-seed config of a recorded curve table, and its goodness rho with
+    the validation BPB at each rung (overall and per family), with bootstrap intervals at
+    prereg.bootstrap_level, beside parameter count. Scores use each run's own training seed."""
+    prim = [r for r in rows if r["seed_role"] == "primary"]
+    cfgs = [config_from_dict(r["config"], source=f"table config {r['config_id']}") for r in prim]
+    mcs = [c.to_model_config(context=context, head_dim=head_dim) for c in cfgs]
+    sc = score_models(mcs, [int(r["seed"]) for r in prim], batch=batch)
+    out: dict[str, Any] = {"n": len(prim), "level": prereg.bootstrap_level, "rungs": {}}
+    fams = sorted({c.family for c in cfgs})
+    for k in rungs:
+        bpb = np.array([math.inf if r["val_bpb"][r["ladder"].index(k)] is None else r["val_bpb"][r["ladder"].index(k)]
+                        for r in prim], np.float64)
+        per: dict[str, Any] = {}
+        for name in ["overall", *fams]:
+            idx = [i for i, c in enumerate(cfgs) if name == "overall" or c.family == name]
+            cols = {p: np.asarray(sc[p])[idx] for p in ("synflow", "grad_norm", "params")}
+            cols["ensemble"] = mean_rank(cols["synflow"], cols["grad_norm"])  # re-ranked within the subset
+            per[name] = {"n": len(idx)}
+            for p in PROXIES:
+                lo, hi = bootstrap_ci(cols[p], bpb[idx], level=prereg.bootstrap_level, seed=seed)
+                per[name][p] = {"rho": goodness_rho(cols[p], bpb[idx]), "ci": [lo, hi]}
+        out["rungs"][str(k)] = per
+    return out

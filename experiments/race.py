@@ -1,8 +1,11 @@
-"""The main job: python -m experiments.race --seed 42 [--preset smoke|quick|full] [--out DIR] [--budget 2h] [--resume].
+"""The main job: python -m experiments.race --seed 42 [--preset smoke|quick|tenth|full] [--out DIR] [--budget 2h] [--resume].
 
 ASHA over three families and seven levers with the V5 phi-grid sampler (its falsifier restores the
 full grid), an fsynced ledger under --out, a SQLite leaderboard, kill -9 safe --resume, and the
-pre-registered victory verdict at the end. Environment: IGLA_JAX_CACHE sets the persistent XLA
+pre-registered victory verdict at the end. With --replay TABLE the same race is answered from a
+recorded learning-curve table in about a second (simulated clock, --workers N asynchronous
+workers; search trials on the table's primary seed; no confirmation runs, so no victory; every
+ledger row is marked as replayed). Environment: IGLA_JAX_CACHE sets the persistent XLA
 compilation cache (default ~/.cache/igla_jax/xla; empty disables it).
 """
 from __future__ import annotations
@@ -26,11 +29,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="smoke: seconds (tests); quick: ~5-12 min on 2 CPU cores; tenth: the pre-registered rungs at "
                          "one tenth (100/300/900/2700, 81 trials; the recorded-curve preset); full: pre-registered "
                          "rungs (default)")
-    ap.add_argument("--out", type=Path, default=None, help="run directory (default runs/race-<seed>-<preset>)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="run directory (default runs/race-<seed>-<preset>; with --replay "
+                         "runs/replay-<seed>-<preset>-w<N>)")
     ap.add_argument("--budget", default=None, help="wall-clock limit, e.g. 90s, 15m, 2h: stop cleanly, --resume later")
     ap.add_argument("--resume", action="store_true", help="continue the race recorded in --out's ledger")
-    ap.add_argument("--sampler", choices=("phi", "random"), default="phi",
-                    help="phi: V5 phi-grid with its falsifier (default); random: the full grid")
+    ap.add_argument("--sampler", choices=("phi", "random"), default=None,
+                    help="phi: V5 phi-grid with its falsifier (default); random: the full grid (with --replay: "
+                         "the table's uniform stratum, the default there; phi is not available in a replay yet)")
+    ap.add_argument("--replay", type=Path, default=None, metavar="TABLE",
+                    help="answer every action from a recorded curve table (e.g. assertions/curves_tenth.jsonl, its "
+                         "manifest beside it) instead of training: the live race, decisions and ledger, in about a "
+                         "second; confirmation is off (the table has no victory-seed runs)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="simulated workers of a --replay (default 1): actions run asynchronously, promotions as "
+                         "results arrive in simulated-finish order; compile seconds charged once per worker and shape")
     ap.add_argument("--mup", choices=("study", "off"), default="study",
                     help="study: V1 muP transfer, on only if the committed coord check passes its falsifier "
                          "(then lr/beta1 come from the width-16 proxy sweep); off: sweep lr at full width")
@@ -38,6 +51,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="study: V2 zero-cost filter, enabled only if assertions/zero_cost_study.csv passes its "
                          "falsifier (it currently does not, so it only records its verdict); off: no filter")
     return ap.parse_args(argv)
+
+
+def replay_flag_error(args: argparse.Namespace) -> str | None:
+    """The flags a replay cannot honour (and --workers without one), as one message; None when they fit."""
+    if args.replay is None:
+        return "--workers: simulated workers are for --replay only" if args.workers != 1 else None
+    if args.workers < 1:
+        return f"--workers {args.workers}: must be >= 1"
+    for flag, bad in (("--resume", args.resume), ("--budget", args.budget is not None),
+                      ("--sampler phi", args.sampler == "phi")):
+        if bad:
+            why = ("the phi sampler needs the table's phi stratum as its grid; use --sampler random"
+                   if flag == "--sampler phi" else "a replay takes about a second: rerun it into a fresh --out")
+            return f"{flag} is not available with --replay ({why})"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,15 +78,25 @@ def main(argv: list[str] | None = None) -> int:
     from igla_jax.data import DataError
     from igla_jax.executor import ResumeError
     from igla_jax.victory import VictoryError
-    from igla_jax.race_runner import PRESETS, RaceSetupError, enable_compile_cache, parse_budget, run_race
+    from igla_jax.curves import CurveError
+    from igla_jax.race_runner import (PRESETS, RaceSetupError, enable_compile_cache, parse_budget, run_race,
+                                      run_replay)
+    replay = args.replay is not None
+    bad = replay_flag_error(args)
+    if bad:
+        print(f"error: {bad}", file=sys.stderr)
+        return 2
+    args.sampler = args.sampler or ("random" if replay else "phi")
     try:
         budget_s = parse_budget(args.budget) if args.budget is not None else None
         prereg = load_prereg()
     except (RaceSetupError, PreregError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = args.out if args.out is not None else Path("runs") / f"race-{args.seed}-{args.preset}"
-    enable_compile_cache(os.environ.get("IGLA_JAX_CACHE", str(Path.home() / ".cache" / "igla_jax" / "xla")))
+    out = args.out if args.out is not None else Path("runs") / (
+        f"replay-{args.seed}-{args.preset}-w{args.workers}" if replay else f"race-{args.seed}-{args.preset}")
+    if not replay:
+        enable_compile_cache(os.environ.get("IGLA_JAX_CACHE", str(Path.home() / ".cache" / "igla_jax" / "xla")))
     from accelerators.phi_grid import PhiSampler
     from igla_jax.interfaces import RandomSampler
     from igla_jax.race_report import LiveProgress, print_summary
@@ -67,7 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     space = PRESETS[args.preset].space
     search_seed = PRESETS[args.preset].race_config(prereg, args.seed).search_seed
     sources = {"prereg": prereg.source}
-    base = PhiSampler(prereg, space=space) if args.sampler == "phi" else RandomSampler(space)
+    if replay:
+        from igla_jax.replay import load_table, table_space
+        try:
+            table = load_table(args.replay)
+        except ValueError as e:  # CurveError, or a config the table cannot hold
+            print(f"error: --replay {args.replay}: {e}", file=sys.stderr)
+            return 2
+        search_seed = table.primary_seed  # a replay's search trials are the table's primary-seed runs
+        base = RandomSampler(table_space(table, strata=("uniform",), head_dim=space.head_dim))
+    else:
+        base = PhiSampler(prereg, space=space) if args.sampler == "phi" else RandomSampler(space)
     sampler = base
     if args.mup == "study":
         from accelerators.mup_sampler import MupTransferSampler, load_coord_check
@@ -95,29 +143,41 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    progress = LiveProgress(err, preset=args.preset, budget_s=budget_s)
+    # a replay takes about a second: no live panel
+    progress = None if replay else LiveProgress(err, preset=args.preset, budget_s=budget_s)
+    close = progress.close if progress is not None else (lambda: None)
     try:
         spec_extra = {"flags": {"sampler": args.sampler, "mup": args.mup, "zero_cost": args.zero_cost},
                       "verdict_sources": {k: file_sha256(v) for k, v in sorted(sources.items())}}
-        outcome = run_race(seed=args.seed, preset=args.preset, out=out, budget_s=budget_s, resume=args.resume,
-                           prereg=prereg, sampler=sampler, filter=zc_filter, progress=progress,
-                           spec_extra=spec_extra)
+        if replay:
+            outcome = run_replay(seed=args.seed, preset=args.preset, table=table, out=out, workers=args.workers,
+                                 prereg=prereg, sampler=sampler, filter=zc_filter, spec_extra=spec_extra)
+        else:
+            outcome = run_race(seed=args.seed, preset=args.preset, out=out, budget_s=budget_s, resume=args.resume,
+                               prereg=prereg, sampler=sampler, filter=zc_filter, progress=progress,
+                               spec_extra=spec_extra)
     except (RaceSetupError, ResumeError, LedgerError, LeaderboardError, CheckpointError, DataError,
-            VictoryError, OSError) as e:
-        progress.close()
+            VictoryError, CurveError, OSError) as e:
+        close()
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        progress.close()
+        close()
         print(f"interrupted; continue with --out {out} --resume", file=sys.stderr)
         return 130
-    progress.close()
+    close()
     final = ()
     if args.sampler == "phi":
         from accelerators.phi_grid import ledger_phi_verdict
         final = ((base.name, ledger_phi_verdict(outcome.rows, prereg, space=space,
                                                 max_trials=outcome.state.config.max_trials)),)
     print_summary(Console(soft_wrap=True), outcome, final)
+    if replay:
+        print(f"replayed from {outcome.table} (sha256 {outcome.table_sha256[:12]}): simulated wall time "
+              f"{outcome.sim_s:.1f} s on {outcome.workers} worker(s) (compiling: {outcome.compile_s:.1f} "
+              "worker-seconds); "
+              f"search seed {outcome.state.config.search_seed} = the table's primary seed; no confirmation runs "
+              f"(the table records no victory-seed runs), so victory cannot be judged; {outcome.wall_s:.2f} s real")
     if outcome.summary.stopped_by == "budget":
         print(f"stopped at the --budget limit; continue with: python -m experiments.race --seed {args.seed} "
               f"--preset {args.preset} --out {out} --resume")

@@ -35,6 +35,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--run", action="store_true", help="train the study configs and write the table")
     mode.add_argument("--analyze", action="store_true", help="print the correlations and the verdict")
     mode.add_argument("--rescore", action="store_true", help="recompute the proxy columns of the table (no training)")
+    mode.add_argument("--table", type=Path, default=None,
+                      help="score every primary-seed config of a recorded curve table (experiments.record_curves) "
+                           "and report rho with BPB at each rung; writes --table-out")
+    ap.add_argument("--table-out", type=Path, default=DEFAULT_CSV.with_name("zero_cost_table_study.json"),
+                    help="with --table: the JSON result (default assertions/zero_cost_table_study.json)")
     ap.add_argument("--csv", type=Path, default=DEFAULT_CSV, help=f"study table (default {DEFAULT_CSV})")
     ap.add_argument("--per-family", type=int, default=17, help="configs per family (default 17: 51 in all)")
     ap.add_argument("--seed", type=int, default=5, help="sample seed and every trial's training seed (default 5)")
@@ -152,12 +157,44 @@ def analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def table(args: argparse.Namespace) -> int:
+    """The V2 study on every config of a recorded curve table (no training: the table has the BPBs)."""
+    from accelerators.zero_cost import table_study
+    from igla_jax.curves import CurveError, read_table
+    from igla_jax.prereg import load_prereg
+    manifest = args.table.with_name(args.table.name.replace(".jsonl", "") + ".manifest.json")
+    try:
+        t = read_table(args.table)
+        m = json.loads(manifest.read_text())
+    except (CurveError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    pr = load_prereg()
+    t0 = time.perf_counter()
+    res = table_study(t.rows, rungs=m["rungs"], context=m["context"], batch=m["batch"],
+                      head_dim=m["space"]["head_dim"], prereg=pr, seed=args.seed)
+    res.update(table=str(args.table), table_sha256=m.get("table_sha256"), seconds=round(time.perf_counter() - t0, 1),
+               command=f"python -m experiments.zero_cost_study --table {args.table}")
+    args.table_out.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"{args.table}: {res['n']} primary-seed configs scored in {res['seconds']} s; rho = -Spearman(score, BPB), "
+          f"{pr.bootstrap_level:.0%} bootstrap interval")
+    for k, per in res["rungs"].items():
+        for name, e in per.items():
+            cells = "  ".join(f"{p} {e[p]['rho']:+.2f} [{e[p]['ci'][0]:+.2f}, {e[p]['ci'][1]:+.2f}]"
+                              for p in ("ensemble", "synflow", "grad_norm", "params"))
+            print(f"step {k:>5} {name:<8} n={e['n']:<4} {cells}")
+    print(f"wrote {args.table_out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         if args.rescore:
             rescore(args.csv)
             return 0
+        if args.table is not None:
+            return table(args)
         return run(args) if args.run else analyze(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -327,3 +327,31 @@ def warm_shape(cfg: Config, *, context: int, batch: int, head_dim: int, horizon:
         times.append(time.perf_counter() - t0)
     out["eval_s"] = round(max(0.0, times[0] - times[1]), 3)
     return out
+
+
+def manifest_path(table_path: str | os.PathLike) -> Path:
+    """The manifest beside a table: curves_tenth.jsonl -> curves_tenth.manifest.json."""
+    p = Path(table_path)
+    return p.with_name(p.name.removesuffix(".jsonl") + ".manifest.json")
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """Reads a table's manifest; raises CurveError naming the file when it is missing or malformed."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise CurveError(f"{p}: curve-table manifest not found (it is written beside the table by "
+                         "python -m experiments.record_curves)") from None
+    except ValueError as e:
+        raise CurveError(f"{p}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise CurveError(f"{p}: a manifest must be a JSON object")
+    for k in ("preset", "ladder", "rungs", "seeds", "compile_s"):
+        if k not in doc:
+            raise CurveError(f"{p}: field {k!r} is missing")
+    if not isinstance(doc["seeds"], dict) or not isinstance(doc["seeds"].get("primary"), int):
+        raise CurveError(f"{p}: field 'seeds' needs an integer 'primary' seed, got {doc['seeds']!r}")
+    if not isinstance(doc["compile_s"], dict):
+        raise CurveError(f"{p}: field 'compile_s' must map shape -> {{train_s, eval_s}}")
+    return doc

@@ -76,6 +76,7 @@ class Executor:
         self.ledger, self.board, self.recorded = ledger, board, recorded
         self.trainer, self.filter, self.budget_s, self.clock = trainer, filter, budget_s, clock
         self.on_event, self.canonical, self.canonical_keys = on_event, canonical, set(canonical_keys)
+        self.make = RowMaker(version, run_id, shape.preset)
         self.t0 = clock()
         self.replayed = 0
         self.executed = 0
@@ -138,8 +139,8 @@ class Executor:
                 events.append(BudgetExhausted())
                 break
             self._check_row(a, row)
-            events.append(_event(a, row["bpb"], "diverged" if row["status"] == "diverged" else "ok",
-                                 float(row.get("wall_s") or 0.0), row.get("test_bpb")))
+            events.append(event_for(a, row["bpb"], "diverged" if row["status"] == "diverged" else "ok",
+                                    float(row.get("wall_s") or 0.0), row.get("test_bpb")))
         return events
 
     def _check_row(self, a: Any, row: dict) -> None:
@@ -198,12 +199,6 @@ class Executor:
                     eval_test=isinstance(a, Confirm))
 
     # ------------------------------------------------------------------ rows
-    def _row(self, cfg: Config, *, seed: int, step: int, bpb: float | None, status: str, event_id: int,
-             extra: dict, **kw: Any) -> LedgerRow:
-        return LedgerRow.stamped(self.version, run_id=self.run_id, config_id=cfg.config_id, config=cfg.to_dict(),
-                                 family=cfg.family, seed=seed, step=step, bpb=bpb, status=status,
-                                 event_id=event_id, preset=self.shape.preset, extra=extra, **kw)
-
     def _append(self, row: LedgerRow) -> None:
         d = self.ledger.append(row)
         kind = row_kind(d["status"])
@@ -218,47 +213,78 @@ class Executor:
             self.canonical_keys.add(key)
 
     def _write_result(self, a: Any, res: Any) -> None:
-        tid = trial_of(a)
         if isinstance(a, Train) and a.promoted_by is not None and (a.action_id, "promoted") not in self.recorded:
-            self._append(self._row(a.config, seed=a.seed, step=a.from_step, bpb=a.promoted_score, status="promoted",
-                                   event_id=a.action_id, decided_by=a.promoted_by, score=a.promoted_score,
-                                   note=f"promoted to rung {a.rung + 1}",
-                                   extra={"trial_id": tid, "rung": a.rung - 1, "action": "promote"}))
-        ok = res.status == "ok" and math.isfinite(res.val_bpb)
-        kind = ACTION_KIND[type(a)]
-        note, test_bpb = None, None
-        if not ok:
-            status, bpb, step = "diverged", None, int(res.step)
-            note = f"non-finite training loss by step {res.step}"
-        elif isinstance(a, Confirm):
-            status, bpb, step = "confirmed", float(res.val_bpb), a.to_step
-            test = getattr(res, "test_bpb", None)
-            if test is None or not math.isfinite(test):
-                raise RuntimeError(f"trainer returned no finite test_bpb for the victory run {a!r}")
-            test_bpb = float(test)
-        elif isinstance(a, Reproduce):
-            delta = abs(float(res.val_bpb) - a.original_bpb)
-            good = delta <= self.race.config.reproduce_tol
-            status, bpb, step = ("reproduced" if good else "trained"), float(res.val_bpb), a.to_step
-            note = (f"from-scratch re-run vs original {a.original_bpb!r}: |delta| = {delta:.3g} "
-                    f"{'<=' if good else '>'} tol {self.race.config.reproduce_tol}")
-        else:
-            status, bpb, step = "trained", float(res.val_bpb), a.to_step
-        extra = {"trial_id": tid, "action": kind, "from_step": getattr(a, "from_step", 0),
-                 "params": int(res.params), "tokens_per_s": round(float(res.tokens_per_s), 3)}
-        if isinstance(a, Train):
-            extra["rung"] = a.rung
-        self._append(self._row(a.config, seed=a.seed, step=step, bpb=bpb, status=status, event_id=a.action_id,
-                               wall_s=_wall(res), note=note, extra=extra, test_bpb=test_bpb))
+            self._append(promoted_row(self.make, a))
+        self._append(result_row(self.make, a, res, reproduce_tol=self.race.config.reproduce_tol))
         self.executed += 1
 
     def _write_prune(self, a: Prune) -> None:
         if (a.action_id, "pruned") in self.recorded:
             return
-        extra = {"trial_id": a.trial_id, "action": "prune"} if a.trial_id else {"action": "filter"}
-        self._append(self._row(a.config, seed=a.seed, step=a.step, bpb=a.bpb, status="pruned",
-                               event_id=a.action_id, decided_by=a.decided_by, score=a.score, note=a.reason,
-                               extra=extra))
+        self._append(prune_row(self.make, a))
+
+
+@dataclasses.dataclass(frozen=True)
+class RowMaker:
+    """Stamps the ledger rows of one run with its code version, run id and preset."""
+    version: CodeVersion
+    run_id: str
+    preset: str
+
+    def __call__(self, cfg: Config, *, seed: int, step: int, bpb: float | None, status: str, event_id: int,
+                 extra: dict, **kw: Any) -> LedgerRow:
+        return LedgerRow.stamped(self.version, run_id=self.run_id, config_id=cfg.config_id, config=cfg.to_dict(),
+                                 family=cfg.family, seed=seed, step=step, bpb=bpb, status=status,
+                                 event_id=event_id, preset=self.preset, extra=extra, **kw)
+
+
+def promoted_row(make: RowMaker, a: Train) -> LedgerRow:
+    """The row recording that ASHA promoted a trial (written just before the continuation's result row)."""
+    return make(a.config, seed=a.seed, step=a.from_step, bpb=a.promoted_score, status="promoted",
+                event_id=a.action_id, decided_by=a.promoted_by, score=a.promoted_score,
+                note=f"promoted to rung {a.rung + 1}",
+                extra={"trial_id": trial_of(a), "rung": a.rung - 1, "action": "promote"})
+
+
+def result_row(make: RowMaker, a: Any, res: Any, *, reproduce_tol: float) -> LedgerRow:
+    """The result row of a compute action; res is a train.TrialResult or anything with its fields
+    (a result without `params`, e.g. a replayed one, leaves it out of extra)."""
+    tid = trial_of(a)
+    ok = res.status == "ok" and math.isfinite(res.val_bpb)
+    kind = ACTION_KIND[type(a)]
+    note, test_bpb = None, None
+    if not ok:
+        status, bpb, step = "diverged", None, int(res.step)
+        note = f"non-finite training loss by step {res.step}"
+    elif isinstance(a, Confirm):
+        status, bpb, step = "confirmed", float(res.val_bpb), a.to_step
+        test = getattr(res, "test_bpb", None)
+        if test is None or not math.isfinite(test):
+            raise RuntimeError(f"trainer returned no finite test_bpb for the victory run {a!r}")
+        test_bpb = float(test)
+    elif isinstance(a, Reproduce):
+        delta = abs(float(res.val_bpb) - a.original_bpb)
+        good = delta <= reproduce_tol
+        status, bpb, step = ("reproduced" if good else "trained"), float(res.val_bpb), a.to_step
+        note = (f"from-scratch re-run vs original {a.original_bpb!r}: |delta| = {delta:.3g} "
+                f"{'<=' if good else '>'} tol {reproduce_tol}")
+    else:
+        status, bpb, step = "trained", float(res.val_bpb), a.to_step
+    extra = {"trial_id": tid, "action": kind, "from_step": getattr(a, "from_step", 0)}
+    if getattr(res, "params", None) is not None:
+        extra["params"] = int(res.params)
+    extra["tokens_per_s"] = round(float(res.tokens_per_s), 3)
+    if isinstance(a, Train):
+        extra["rung"] = a.rung
+    return make(a.config, seed=a.seed, step=step, bpb=bpb, status=status, event_id=a.action_id,
+                wall_s=_wall(res), note=note, extra=extra, test_bpb=test_bpb)
+
+
+def prune_row(make: RowMaker, a: Prune) -> LedgerRow:
+    """The row of a Prune action: a stopped trial, or a candidate config the filter dropped."""
+    extra = {"trial_id": a.trial_id, "action": "prune"} if a.trial_id else {"action": "filter"}
+    return make(a.config, seed=a.seed, step=a.step, bpb=a.bpb, status="pruned", event_id=a.action_id,
+                decided_by=a.decided_by, score=a.score, note=a.reason, extra=extra)
 
 
 def _wall(res: Any) -> float:
@@ -266,7 +292,8 @@ def _wall(res: Any) -> float:
     return round(float(res.wall_s), 6)
 
 
-def _event(a: Any, bpb: float | None, status: str, cost_s: float, test_bpb: float | None = None) -> Any:
+def event_for(a: Any, bpb: float | None, status: str, cost_s: float, test_bpb: float | None = None) -> Any:
+    """The race event answering compute action `a` (RungDone, ConfirmDone or ReproduceDone)."""
     if isinstance(a, Train):
         return RungDone(a.action_id, a.trial_id, a.rung, a.to_step, bpb, cost_s, status)
     if isinstance(a, Confirm):

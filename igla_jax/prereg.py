@@ -70,6 +70,10 @@ class Prereg:
     lr_transfer_max_shift: int
     filter_score_pool: int
     bootstrap_level: float
+    harness_regret_tol: float
+    harness_first_promotion_ratio_max: float
+    cheap_promotion_fail_max: float
+    cheap_promotion_top_fraction: float
     version: int = 1
     date: str = ""
     amendments: tuple[Mapping[str, Any], ...] = field(default=(), compare=False, hash=False, repr=False)
@@ -179,6 +183,10 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "lr_transfer_max_shift": lambda n, v: _int(n, v, 0),
     "filter_score_pool": lambda n, v: _int(n, v, 1),
     "bootstrap_level": _fraction,
+    "harness_regret_tol": _positive,
+    "harness_first_promotion_ratio_max": _fraction,
+    "cheap_promotion_fail_max": _fraction,
+    "cheap_promotion_top_fraction": _fraction,
 }
 assert set(_PARSERS) == set(CONSTANT_FIELDS), "every Prereg constant needs a parser"
 

@@ -2,6 +2,8 @@
 
 Run directory (--out): race.json (run id, seed, preset), ledger.jsonl (the source of truth),
 race.db (SQLite leaderboard, rebuilt from the ledger on resume), ckpt/<trial>/step_<n>.msgpack.
+`run_replay` runs the same race answered from a recorded curve table (igla_jax.replay), into the
+same files (no checkpoints) or, without --out, into memory.
 """
 from __future__ import annotations
 
@@ -14,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from igla_jax.executor import Executor, Shape, board_add, index_rows
+from igla_jax.executor import Executor, RowMaker, Shape, board_add, index_rows
 from igla_jax.interfaces import RandomSampler, RoundRobin
-from igla_jax.ledger import CANONICAL_LEDGER, Ledger, code_version, read_ledger, utc_now
+from igla_jax.ledger import CANONICAL_LEDGER, CodeVersion, Ledger, code_version, read_ledger, utc_now
 from igla_jax.leaderboard import Leaderboard
 from igla_jax.models.config import FAMILIES
 from igla_jax.prereg import Prereg, load_prereg
@@ -132,8 +134,8 @@ def _spec_diff(old: Any, new: dict[str, Any]) -> list[str]:
     return [f"{k}: recorded {old.get(k)!r}, now {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
-def _prepare_out(out: Path, *, seed: int, preset: str, spec: dict[str, Any], resume: bool) -> str:
-    """Creates/validates the run directory and returns the run id (read back on resume)."""
+def _prepare_out(out: Path, *, seed: int, preset: str, spec: dict[str, Any], resume: bool, kind: str = "race") -> str:
+    """Creates/validates the run directory and returns the run id (read back on resume; `kind` prefixes a new one)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write_probe"
@@ -161,7 +163,7 @@ def _prepare_out(out: Path, *, seed: int, preset: str, spec: dict[str, Any], res
         return run_id
     if manifest.exists() or (out / "ledger.jsonl").exists():
         raise RaceSetupError(f"--out {out} already holds a race; pass --resume to continue it or choose another --out")
-    run_id = f"race-s{seed}-{preset}-{utc_now().replace(':', '').replace('-', '')[:15]}"
+    run_id = f"{kind}-s{seed}-{preset}-{utc_now().replace(':', '').replace('-', '')[:15]}"
     tmp = manifest.with_name("race.json.tmp")
     tmp.write_text(json.dumps({"run_id": run_id, "seed": seed, "preset": preset, "spec": spec,
                                "created": utc_now()}, indent=1))
@@ -231,6 +233,81 @@ def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None
     return RaceOutcome(run_id=run_id, out=out, preset=preset, summary=summary, state=state, board_top=top,
                        ranking=ranking(state), victory=_victory(final, summary, pr), rows=final,
                        executed=ex.executed, replayed=ex.replayed, wall_s=time.monotonic() - t0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayOutcome(RaceOutcome):
+    """A replayed race's outcome: the RaceOutcome fields plus the table and the simulated clock."""
+    table: str
+    table_sha256: str
+    workers: int
+    sim_s: float          # simulated wall time of the whole race, compile included
+    compile_s: float      # compile seconds charged (once per worker and shape)
+
+
+def run_replay(*, seed: int, preset: str, table: Any, out: Path | None = None, workers: int = 1,
+               prereg: Prereg | None = None, sampler: Any = None, filter: Any = None, pruner: Any = None,
+               allocator: Any = None, progress: Any = None, draw_seed: int | None = None,
+               version: CodeVersion | None = None, spec_extra: dict[str, Any] | None = None) -> ReplayOutcome:
+    """Runs one race answered from a curve table (a path or a loaded igla_jax.replay.ReplayTable).
+
+    The race is the live one (same RaceConfig from the preset and --seed, same sampler, filter,
+    pruner and allocator), except: search trials train on the table's primary seed (the race's
+    search seed), `workers` simulated workers, and no confirmation (the table holds no victory-seed
+    runs). Default sampler: RandomSampler over the table's uniform stratum (the live random sampler
+    never proposes a phi-grid config). out None keeps the rows in memory (no victory verdict, no
+    leaderboard); with out, race.json, ledger.jsonl and race.db are written as a live race writes them.
+    """
+    from igla_jax.backends import LedgerSink, MemorySink, drive
+    from igla_jax.replay import ReplayBackend, ReplayTable, load_table, table_space
+    t0 = time.monotonic()
+    pr = prereg if prereg is not None else load_prereg()
+    if preset not in PRESETS:
+        raise RaceSetupError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    if workers < 1:
+        raise RaceSetupError(f"--workers {workers!r}: must be >= 1")
+    ps = PRESETS[preset]
+    tab = table if isinstance(table, ReplayTable) else load_table(table)
+    base = ps.race_config(pr, seed)
+    missing = [r for r in base.rungs if r not in tab.ladder]
+    if (tab.preset is not None and tab.preset != preset) or missing:
+        raise RaceSetupError(f"--replay {tab.name}: recorded for preset {tab.preset!r} (ladder {list(tab.ladder)}); "
+                             f"--preset {preset} has rungs {list(base.rungs)}")
+    rc = dataclasses.replace(base, workers=workers, confirm=False, search_seed=tab.primary_seed)
+    sampler = sampler or RandomSampler(table_space(tab, strata=("uniform",), head_dim=ps.space.head_dim))
+    allocator = allocator or RoundRobin()
+    race = Race(rc, sampler=sampler, filter=filter, pruner=pruner, allocator=allocator)
+    backend = ReplayBackend(tab, workers=workers, draw_seed=draw_seed)
+    mark = {"table": tab.name, "table_sha256": tab.sha256}
+    roles = {"sampler": sampler.name, "filter": getattr(filter, "name", None),
+             "pruner": getattr(pruner, "name", None), "allocator": allocator.name}
+    spec = race_spec(seed=seed, preset=preset, race_config=rc, prereg=pr, roles=roles,
+                     extra={"replay": {**mark, "workers": workers, "draw_seed": draw_seed}, **(spec_extra or {})})
+    top: tuple = ()
+    victory = None
+    if out is None:
+        run_id = f"replay-s{seed}-{preset}"
+        make = RowMaker(version if version is not None else code_version(), run_id, preset)
+        d = drive(race, backend, sink=MemorySink(), make=make, mark=mark, filter=filter, on_event=progress)
+        rows = d.rows
+    else:
+        out = Path(out)
+        run_id = _prepare_out(out, seed=seed, preset=preset, spec=spec, resume=False, kind="replay")
+        make = RowMaker(version if version is not None else code_version(), run_id, preset)
+        ledger = Ledger(out / "ledger.jsonl")
+        board = Leaderboard(out / "race.db", prereg=pr)
+        try:
+            d = drive(race, backend, sink=LedgerSink(ledger, board), make=make, mark=mark, filter=filter,
+                      on_event=progress)
+            top = tuple(board.top(5))
+        finally:
+            board.close()
+        rows = tuple(r for r in read_ledger(ledger.path).rows if r["run_id"] == run_id)
+        victory = _victory(rows, d.summary, pr)
+    return ReplayOutcome(run_id=run_id, out=out, preset=preset, summary=d.summary, state=d.state, board_top=top,
+                         ranking=ranking(d.state), victory=victory, rows=rows, executed=d.answered, replayed=0,
+                         wall_s=time.monotonic() - t0, table=tab.name, table_sha256=tab.sha256, workers=workers,
+                         sim_s=d.sim_s, compile_s=backend.compile_total_s)
 
 
 def is_confirmation_row(row: dict) -> bool:

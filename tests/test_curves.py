@@ -103,3 +103,32 @@ def test_manifest_counts_and_hash(tmp_path):
     doc = json.loads(m.read_text())
     assert doc["counts"]["runs"] == 1 and doc["counts"]["by_family_stratum_role"] == {"attn/uniform/primary": 1}
     assert doc["table_sha256"] == curves.file_sha256(p) and len(doc["table_sha256"]) == 64
+
+
+def _table(rows):
+    return curves.CurveTable(__import__("pathlib").Path("mem"), tuple(rows))
+
+
+def test_rank_agreement_and_crossing_share_on_a_known_case():
+    from igla_jax.curve_stats import rank_agreement
+    from igla_jax.search_space import Config
+    rows = []
+    early, late = [3.0, 3.1, 3.2, 3.3], [2.0, 2.2, 2.1, None]  # one crossing pair (2, 3); the last diverged
+    for i, (a, b) in enumerate(zip(early, late)):
+        c = Config("attn", 16, 2, 1e-3 * (i + 1), 0.9, 0.0, 0.0, 0.0)
+        rows.append(_row(config=c.to_dict(), config_id=c.config_id, val_bpb=[a, b],
+                         status="ok" if b is not None else "diverged"))
+    ag = rank_agreement(rows, 4, 8)
+    assert ag["crossing_share"] == 1 / 6 and 0.7 < ag["spearman"] < 1.0
+    same = rank_agreement([dict(r, val_bpb=[r["val_bpb"][0]] * 2) for r in rows[:3]], 4, 8)
+    assert same["crossing_share"] == 0.0 and same["spearman"] == 1.0
+
+
+def test_seed_spread_and_summary():
+    from igla_jax.curve_stats import seed_spread, summary
+    rows = [_row(seed=1, val_bpb=[3.0, 2.0]), _row(seed=2, seed_role="extra", val_bpb=[3.0, 2.2])]
+    t = _table(rows)
+    sp = seed_spread(t, 8)
+    assert sp["configs"] == 1 and abs(sp["pooled_sd"] - 0.1414) < 1e-3
+    s = summary(t, (4, 8))
+    assert s["families"]["attn"]["best_top_bpb"] == 2.0 and s["families"]["attn"]["configs"] == {"phi": 0, "uniform": 1}

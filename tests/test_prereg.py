@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,43 @@ def test_nan_literal_and_bad_json_rejected(tmp_path):
 def test_missing_file_names_path(tmp_path):
     with pytest.raises(PreregError, match="nope.json"):
         load_prereg(tmp_path / "nope.json")
+
+
+def test_amendments_are_versioned_dated_and_keep_v1_constants():
+    # golden: pre-registration v2 (issue 9); update only with a new dated amendment
+    p = load_prereg()
+    assert p.version == 3 and p.date == "2026-11-26" and len(p.amendments) == 3
+    assert [a["version"] for a in p.amendments] == [1, 2, 3] and "selection" in p.amendments[1]["why"]
+    assert (p.phi_explore_share, p.phi_judge_fraction, p.lr_transfer_max_shift, p.filter_score_pool,
+            p.bootstrap_level) == (0.5, 0.55, 1, 10, 0.95)
+    assert p.phi_top_fraction == 0.1 and p.surrogate_prune_fraction == 0.6  # v1 constants kept
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda d: d.update(version=4), "amendments"),
+    (lambda d: d.update(date="26/11/2026"), "date"),
+    (lambda d: d["amendments"][1].update(why=""), "amendments[1].why"),
+    (lambda d: d["amendments"][1].update(version=5), "amendments[1].version"),
+    (lambda d: d["amendments"][-1].update(date="2026-11-27"), "date"),
+    (lambda d: d.pop("amendments"), "amendments"),
+])
+def test_amendment_record_is_validated(tmp_path, mutate, field):
+    d = _raw()
+    mutate(d)
+    with pytest.raises(PreregError, match=f"field '{re.escape(field)}'"):
+        load_prereg(_write(tmp_path, d))
+
+
+def test_race_reads_the_filter_pool_from_the_prereg():
+    import dataclasses
+    from igla_jax.race_runner import PRESETS
+    p = dataclasses.replace(load_prereg(), filter_score_pool=7)
+    assert PRESETS["quick"].race_config(p, 1).score_pool == 7
+
+
+def test_one_status_vocabulary():
+    from igla_jax import executor, ledger, victory
+    from accelerators import phi_grid
+    assert executor.RESULT_STATUSES is ledger.RESULT_STATUSES
+    assert victory.VICTORY_STATUSES is ledger.VICTORY_STATUSES == frozenset({"confirmed"})
+    assert phi_grid.RESULT_STATUSES is ledger.RESULT_STATUSES

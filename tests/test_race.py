@@ -107,7 +107,7 @@ def test_replay_rejects_mismatched_event():
 
 # ---------------------------------------------------------------- selection and confirmation never share a seed
 @pytest.mark.parametrize("seed", [42, 43, 44, 0, 7, 123456])
-def test_search_trains_on_a_search_seed_and_confirms_on_every_victory_seed(seed):
+def test_falsify_shared_noise_search_seed_is_never_a_victory_seed_and_confirms_are_fresh(seed):
     race = Race(dataclasses.replace(cfg(max_trials=9), seed=seed, search_seed=None))
     state, _, actions = drive(race)
     search = state.config.search_seed

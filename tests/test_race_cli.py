@@ -183,7 +183,7 @@ def test_full_style_run_appends_confirmation_rows_to_canonical_once(tmp_path, mo
     assert len(read_ledger(fake_canon).rows) == 4
 
 
-def test_kill_between_run_ledger_and_canonical_append_is_reconciled_once(tmp_path, monkeypatch):
+def test_falsify_lost_canonical_row_kill_between_appends_is_reconciled_once(tmp_path, monkeypatch):
     """A kill after the run-ledger append and before the canonical append used to lose that row for good."""
     import igla_jax.ledger
     import igla_jax.race_runner
@@ -226,7 +226,7 @@ def test_only_confirm_runs_read_the_test_split(tmp_path):
 @pytest.mark.parametrize("field, value, needle", [
     ("step", 999, "step 999"), ("seed", 5, "seed 5"), ("rung", 7, "rung 7"), ("action", "confirm", "kind 'confirm'"),
 ])
-def test_resume_refuses_a_row_that_does_not_answer_its_action(tmp_path, field, value, needle):
+def test_falsify_replay_mismatch_resume_refuses_a_row_that_does_not_answer_its_action(tmp_path, field, value, needle):
     out = tmp_path / "r"
     run_race(seed=42, preset="smoke", out=out, trainer=FakeTrainer())
     path = out / "ledger.jsonl"

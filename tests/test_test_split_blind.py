@@ -34,7 +34,7 @@ def run_smoke(out):
     return run_race(seed=3, preset="smoke", out=out)
 
 
-def test_poisoned_test_half_changes_no_race_decision(tmp_path, request):
+def test_falsify_selection_reading_the_test_half_poisoned_test_bytes_change_no_decision(tmp_path, request):
     clean = run_smoke(tmp_path / "clean")
     request.getfixturevalue("poisoned_test_half")
     bad = run_smoke(tmp_path / "poisoned")
