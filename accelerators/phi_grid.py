@@ -34,7 +34,7 @@ import functools
 import itertools
 import math
 from fractions import Fraction
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy.stats import mannwhitneyu
@@ -163,15 +163,20 @@ def pending_verdict(have: int, need: int) -> Verdict:
                    f"({have} so far, {need - have} still needed); until then phi-grid and full-grid arms are both sampled")
 
 
-def race_arms(trials: Sequence[Any], need: int, space: SearchSpace) -> tuple[tuple, tuple] | int:
-    """(phi arm BPBs, full-grid arm BPBs) of the first `need` trials once all have a first-rung result,
+def first_rung_arms(trials: Sequence[Any], need: int, is_phi: Callable[[Config], bool]) -> tuple[tuple, tuple] | int:
+    """(phi arm BPBs, comparison arm BPBs) of the first `need` trials once all have a first-rung result,
     else how many of them have one."""
     first = trials[:need]
     have = sum(1 for t in first if len(t.results) > FIRST_RUNG)
     if len(first) < need or have < need:
         return have
-    bpb = [(on_phi_grid(t.config, space), t.results[FIRST_RUNG].bpb) for t in first]
+    bpb = [(is_phi(t.config), t.results[FIRST_RUNG].bpb) for t in first]
     return tuple(b for on, b in bpb if on), tuple(b for on, b in bpb if not on)
+
+
+def race_arms(trials: Sequence[Any], need: int, space: SearchSpace) -> tuple[tuple, tuple] | int:
+    """first_rung_arms with the arm of a trial = whether its config lies on the phi-grid of `space`."""
+    return first_rung_arms(trials, need, lambda c: on_phi_grid(c, space))
 
 
 def ledger_arms(rows: Iterable[Mapping[str, Any]], need: int, space: SearchSpace) -> tuple[tuple, tuple] | int:
@@ -221,19 +226,14 @@ class PhiState:
         return self.decision is not None and not self.decision.enabled
 
 
-@dataclasses.dataclass(frozen=True)
-class PhiSampler:
-    """Race sampler for V5: phi-grid and full-grid arms until judged, then one of them (see module doc)."""
-    prereg: Prereg
-    space: SearchSpace = DEFAULT_SPACE
-    name: str = "phi_grid"
+class ArmSampler:
+    """The V5 schedule and decision shared by the live and the table-backed sampler.
 
-    def __post_init__(self) -> None:
-        for fam in FAMILIES:
-            phi_values(fam, self.space)  # a lever without two distinct phi values fails here, not mid-race
-            if self.space.size(fam) == 1:
-                raise SearchSpaceError(f"phi-grid: every lever of family {fam!r} is pinned in {self.space!r}: "
-                                       "the phi-grid is the full grid, V5 has no comparison arm; use the random sampler")
+    A subclass supplies `_arms(trials, need)` (the evidence, or how many results exist) and
+    `_draw(rng, family, full, seen)` (one unseen config of the phi arm, or of the comparison arm
+    when `full`, as (config, id); None when that arm is used up).
+    """
+    prereg: Prereg
 
     def init(self, seed: int) -> PhiState:
         return PhiState(seed=int(seed))
@@ -243,28 +243,11 @@ class PhiSampler:
         if state.decision is not None:
             return state.decision, state.decision
         need = judge_size(self.prereg, race.config.max_trials)
-        arms = race_arms(race.trials, need, self.space)
+        arms = self._arms(race.trials, need)
         if isinstance(arms, int):
             return None, pending_verdict(arms, need)
         v = phi_verdict(*arms, self.prereg)
         return v, v
-
-    def _draw(self, rng: np.random.Generator, family: str, full: bool, seen: set[str]) -> tuple[Config, str] | None:
-        """(config, id) of one unseen config of the arm, or None when 20 x its size draws find none."""
-        grid, ids, id_set = _grid(family, self.space)
-        if not full:
-            for _ in range(20 * len(grid)):
-                i = int(rng.integers(len(grid)))
-                if ids[i] not in seen:
-                    return grid[i], ids[i]
-            return None
-        size = self.space.size(family)
-        for _ in range(20 * size):
-            cfg = self.space.config_at(family, int(rng.integers(size)))
-            cid = cfg.config_id
-            if cid not in seen and cid not in id_set:  # the comparison arm never holds a phi config
-                return cfg, cid
-        return None
 
     def propose(self, state: PhiState, race: Any, family: str, n: int) -> Proposal:
         decision, verdict = self.decide(state, race)
@@ -283,3 +266,44 @@ class PhiSampler:
             seen.add(got[1])
             out.append(got[0])
         return Proposal(PhiState(state.seed, state.draws + 1, slots, decision), tuple(out), verdict)
+
+    def _arms(self, trials: Sequence[Any], need: int) -> tuple[tuple, tuple] | int:
+        raise NotImplementedError
+
+    def _draw(self, rng: np.random.Generator, family: str, full: bool, seen: set[str]) -> tuple[Config, str] | None:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class PhiSampler(ArmSampler):
+    """Race sampler for V5: phi-grid and full-grid arms until judged, then one of them (see module doc)."""
+    prereg: Prereg
+    space: SearchSpace = DEFAULT_SPACE
+    name: str = "phi_grid"
+
+    def __post_init__(self) -> None:
+        for fam in FAMILIES:
+            phi_values(fam, self.space)  # a lever without two distinct phi values fails here, not mid-race
+            if self.space.size(fam) == 1:
+                raise SearchSpaceError(f"phi-grid: every lever of family {fam!r} is pinned in {self.space!r}: "
+                                       "the phi-grid is the full grid, V5 has no comparison arm; use the random sampler")
+
+    def _arms(self, trials: Sequence[Any], need: int) -> tuple[tuple, tuple] | int:
+        return race_arms(trials, need, self.space)
+
+    def _draw(self, rng: np.random.Generator, family: str, full: bool, seen: set[str]) -> tuple[Config, str] | None:
+        """(config, id) of one unseen config of the arm, or None when 20 x its size draws find none."""
+        grid, ids, id_set = _grid(family, self.space)
+        if not full:
+            for _ in range(20 * len(grid)):
+                i = int(rng.integers(len(grid)))
+                if ids[i] not in seen:
+                    return grid[i], ids[i]
+            return None
+        size = self.space.size(family)
+        for _ in range(20 * size):
+            cfg = self.space.config_at(family, int(rng.integers(size)))
+            cid = cfg.config_id
+            if cid not in seen and cid not in id_set:  # the comparison arm never holds a phi config
+                return cfg, cid
+        return None

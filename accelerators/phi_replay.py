@@ -17,27 +17,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from accelerators.phi_grid import FIRST_RUNG, PhiState, explore_slot, judge_size, pending_verdict, phi_verdict
-from igla_jax.interfaces import Proposal
+from accelerators.phi_grid import ArmSampler, first_rung_arms
 from igla_jax.prereg import Prereg
 from igla_jax.replay import ReplayTable, TableSpace, table_space
 from igla_jax.search_space import Config
-from igla_jax.verdict import Verdict
 
 
 def stratum_arms(trials: Sequence[Any], need: int, phi_ids: frozenset[str]) -> tuple[tuple, tuple] | int:
-    """(phi arm BPBs, uniform arm BPBs) at the first rung of the first `need` trials once all have one,
-    else how many of them have one."""
-    first = trials[:need]
-    have = sum(1 for t in first if len(t.results) > FIRST_RUNG)
-    if len(first) < need or have < need:
-        return have
-    bpb = [(t.config.config_id in phi_ids, t.results[FIRST_RUNG].bpb) for t in first]
-    return tuple(b for on, b in bpb if on), tuple(b for on, b in bpb if not on)
+    """first_rung_arms with the arm of a trial = whether its config is in the phi stratum."""
+    return first_rung_arms(trials, need, lambda c: c.config_id in phi_ids)
 
 
 @dataclasses.dataclass(frozen=True)
-class TablePhiSampler:
+class TablePhiSampler(ArmSampler):
     """Race sampler for V5 over a table's strata (see the module docstring); state is the live PhiState."""
     prereg: Prereg
     phi: TableSpace
@@ -53,19 +45,8 @@ class TablePhiSampler:
     def phi_ids(self) -> frozenset[str]:
         return frozenset(cid for (uni, _), pairs in self._ids.items() if not uni for _, cid in pairs)
 
-    def init(self, seed: int) -> PhiState:
-        return PhiState(seed=int(seed))
-
-    def decide(self, state: PhiState, race: Any) -> tuple[Verdict | None, Verdict]:
-        """(the decision, None while pending; the verdict to report now)."""
-        if state.decision is not None:
-            return state.decision, state.decision
-        need = judge_size(self.prereg, race.config.max_trials)
-        arms = stratum_arms(race.trials, need, self.phi_ids)
-        if isinstance(arms, int):
-            return None, pending_verdict(arms, need)
-        v = phi_verdict(*arms, self.prereg)
-        return v, v
+    def _arms(self, trials: Sequence[Any], need: int) -> tuple[tuple, tuple] | int:
+        return stratum_arms(trials, need, self.phi_ids)
 
     @functools.cached_property
     def _ids(self) -> dict[tuple[bool, str], tuple[tuple[Config, str], ...]]:
@@ -73,25 +54,7 @@ class TablePhiSampler:
         return {(uni, f): tuple((c, c.config_id) for c in cfgs)
                 for uni, sp in ((False, self.phi), (True, self.uniform)) for f, cfgs in sp.by_family}
 
-    def _draw(self, rng: np.random.Generator, family: str, uniform: bool, seen: set[str]) -> Config | None:
-        """One unseen config of the arm's stratum, uniformly; None when the stratum is used up."""
-        fresh = [c for c, cid in self._ids.get((uniform, family), ()) if cid not in seen]
+    def _draw(self, rng: np.random.Generator, family: str, full: bool, seen: set[str]) -> tuple[Config, str] | None:
+        """One unseen (config, id) of the arm's stratum (uniform when `full`), uniformly; None when used up."""
+        fresh = [(c, cid) for c, cid in self._ids.get((full, family), ()) if cid not in seen]
         return fresh[int(rng.integers(len(fresh)))] if fresh else None
-
-    def propose(self, state: PhiState, race: Any, family: str, n: int) -> Proposal:
-        decision, verdict = self.decide(state, race)
-        rng = np.random.default_rng([state.seed, state.draws])
-        seen, out, slots = set(race.seen_ids), [], state.slots
-        for _ in range(n):
-            if decision is None:
-                uni = explore_slot(state.seed, slots, self.prereg.phi_explore_share)
-                slots += 1
-                # while undecided a used-up arm falls back to the other, so the family keeps going (as live)
-                got = self._draw(rng, family, uni, seen) or self._draw(rng, family, not uni, seen)
-            else:
-                got = self._draw(rng, family, not decision.enabled, seen)
-            if got is None:
-                break
-            seen.add(got.config_id)
-            out.append(got)
-        return Proposal(PhiState(state.seed, state.draws + 1, slots, decision), tuple(out), verdict)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import io
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -97,7 +96,7 @@ class TableBackend(SimulatorBackend):
     def _run_job_and_collect_results(self, trial_id: int, config: dict | None = None) -> tuple[str, list[dict]]:
         if config is None:
             config = self._trial_dict[trial_id].config
-        cfg = self.config_of.setdefault(trial_id, self.tmap.assign(trial_id, *decode(config)))
+        cfg = self.config_of[trial_id] = self.tmap.assign(trial_id, *decode(config))  # keyed: a resume keeps it
         if not self._free:
             raise PeerError(f"Syne Tune started trial {trial_id} with all {len(self._worker)} workers busy")
         worker = heapq.heappop(self._free)
@@ -140,17 +139,10 @@ class _Clock(TunerCallback):
 
     def on_trial_result(self, trial: Any, status: str, result: dict[str, Any], decision: str) -> None:
         cfg, t, step = self.backend.config_of[trial.trial_id], float(result[ST_TUNER_TIME]), int(result[STEP])
-        self.rec.observed(cfg, step, None if result["diverged"] else float(result[METRIC]), t)
-        if step < self.space_top and decision == SchedulerDecision.CONTINUE and not result["diverged"]:
-            self.rec.issued(cfg, self.next_rung(step), t)   # the stopping variant promotes by not stopping
-
-    @property
-    def space_top(self) -> int:
-        return self.backend.space.rungs[-1]
-
-    def next_rung(self, step: int) -> int:
         rungs = self.backend.space.rungs
-        return rungs[rungs.index(step) + 1]
+        self.rec.observed(cfg, step, None if result["diverged"] else float(result[METRIC]), t)
+        if step < rungs[-1] and decision == SchedulerDecision.CONTINUE and not result["diverged"]:
+            self.rec.issued(cfg, rungs[rungs.index(step) + 1], t)   # the stopping variant promotes by not stopping
 
 
 @contextlib.contextmanager
@@ -177,18 +169,15 @@ def run_synetune(table: ReplayTable, repeat: int, workers: int, budget_s: float,
     rungs = space.rungs
     cs: dict[str, Any] = {"family": choice(list(space.families))}
     cs.update({f: randint(0, max(n - 1, 1)) for f, n in zip(LEVER_FIELDS, space.n_levels)})
-    for name in ("syne_tune", "syne_tune.tuner", "syne_tune.tuner_logger"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    with quiet_seeded(repeat), _scratch_folder():
+    with quiet_seeded(repeat, ("syne_tune",)), _scratch_folder():
         scheduler = SCHEDULERS[searcher](cs, metric=METRIC, time_attr=STEP, max_t=rungs[-1], grace_period=rungs[0],
                                          reduction_factor=space.eta, do_minimize=True, random_seed=repeat)
         backend = TableBackend(table, space, workers)
         rec = Recorder(method, repeat, workers, space, budget_s)
         clock = _Clock(backend, rec, budget_s)
-        tuner = Tuner(trial_backend=backend, scheduler=scheduler, n_workers=workers, sleep_time=0,
-                      stop_criterion=lambda status: backend.time_keeper.time() >= budget_s, callbacks=[clock],
-                      tuner_name=f"{method}-{repeat}", suffix_tuner_name=False, save_tuner=False,
-                      print_update_interval=1e9, results_update_interval=1e9)
         with contextlib.redirect_stdout(io.StringIO()):  # the Tuner prints every trial and a summary
-            tuner.run()
+            Tuner(trial_backend=backend, scheduler=scheduler, n_workers=workers, sleep_time=0,
+                  stop_criterion=lambda status: backend.time_keeper.time() >= budget_s, callbacks=[clock],
+                  tuner_name=f"{method}-{repeat}", suffix_tuner_name=False, save_tuner=False,
+                  print_update_interval=1e9, results_update_interval=1e9).run()
         return rec.trajectory(backend.time_keeper.time())

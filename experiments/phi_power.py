@@ -35,7 +35,6 @@ from igla_jax.race import BudgetExhausted, Race, RaceConfig, RungDone, Start, Tr
 from igla_jax.race_runner import PRESETS
 from igla_jax.search_space import SearchSpace
 
-GOALS = {"useless_disabled": 0.80, "good_wrongly_disabled": 0.05}
 GOOD_QUANTILE = 0.25
 
 
@@ -99,8 +98,8 @@ def power(name: str, rungs: tuple, space: SearchSpace, max_trials: int, prereg: 
         row[key] = disabled / races
         row[key + "_ci95"] = [round(ci.low, 4), round(ci.high, 4)]
         row[f"{world}_undecided"] = pending
-    row["goals_met"] = (row["useless_disabled"] >= GOALS["useless_disabled"]
-                        and row["good_wrongly_disabled"] <= GOALS["good_wrongly_disabled"])
+    row["goals_met"] = (row["useless_disabled"] >= prereg.phi_useless_disabled_min
+                        and row["good_wrongly_disabled"] <= prereg.phi_good_disabled_max)
     return row
 
 
@@ -155,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                "worlds": {"useless": "phi-grid and full-grid first-rung BPB resampled from the same pool",
                           "good": f"phi-grid first-rung BPB resampled from the best {GOOD_QUANTILE:.0%} of the pool, "
                                   "full-grid from the whole pool"},
-               "goals": GOALS, "races": a.races, "seed": a.seed, "whole_races": a.whole, "results": rows,
+               "goals": {"useless_disabled": prereg.phi_useless_disabled_min,
+                         "good_wrongly_disabled": prereg.phi_good_disabled_max}, "races": a.races, "seed": a.seed, "whole_races": a.whole, "results": rows,
                "smallest_max_trials_meeting_goals": smallest,
                "note": "one worker: the decision depends on max_trials only (the first judge_n trials), not on "
                        "the rungs or the space; quick@81 would repeat the full row draw for draw"}

@@ -50,6 +50,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--zero-cost", choices=("study", "off"), default="study",
                     help="study: V2 zero-cost filter, enabled only if assertions/zero_cost_study.csv passes its "
                          "falsifier (it currently does not, so it only records its verdict); off: no filter")
+    ap.add_argument("--no-estimate", action="store_true",
+                    help="skip the wall-time estimate printed before a live race (a calibration of ~25 s; "
+                         "never run for smoke, --replay, or --resume of a race past its search)")
+    ap.add_argument("--force-estimate", action="store_true", help=argparse.SUPPRESS)  # tests: estimate on smoke
     return ap.parse_args(argv)
 
 
@@ -143,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+    ps = PRESETS[args.preset]
+    if not (replay or args.no_estimate or (args.preset == "smoke" and not args.force_estimate)):
+        from igla_jax.estimate import confirming_or_done, race_estimate_lines
+        if not (args.resume and confirming_or_done(out)):
+            for line in race_estimate_lines(ps.space, ps.race_config(prereg, args.seed), preset=args.preset,
+                                            context=ps.context, batch=ps.batch):
+                print(line, flush=True)
     # a replay takes about a second: no live panel
     progress = None if replay else LiveProgress(err, preset=args.preset, budget_s=budget_s)
     close = progress.close if progress is not None else (lambda: None)

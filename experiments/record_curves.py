@@ -72,7 +72,23 @@ def main(argv: list[str] | None = None) -> int:
     version = code_version()
     import json
     prev = json.loads(manifest.read_text()) if manifest.exists() else {}
-    info = {"command": "python -m experiments.record_curves " + " ".join(argv if argv is not None else sys.argv[1:]),
+    plan_spec = {"preset": args.preset, "families": list(args.families), "per_stratum": args.per_stratum,
+                 "extra_every": args.extra_every}
+    if prev and prev.get("plan", plan_spec) != plan_spec:
+        diff = "; ".join(f"{k}: recorded {prev['plan'].get(k)!r}, now {v!r}" for k, v in plan_spec.items()
+                         if prev["plan"].get(k) != v)
+        print(f"error: {manifest} was recorded with another plan ({diff}); continue with the original flags "
+              "or record into another --out", file=sys.stderr)
+        return 2
+    hw = curves.hardware()
+    sessions = prev.get("hardware_sessions", [prev["hardware"]] if "hardware" in prev else [])
+    if hw not in sessions:
+        sessions.append(hw)
+    command = "python -m experiments.record_curves " + " ".join(argv if argv is not None else sys.argv[1:])
+    commands = prev.get("commands", [prev["command"]] if "command" in prev else [])
+    if command not in commands:
+        commands.append(command)
+    info = {"commands": commands,
             "preset": args.preset, "rungs": list(rc.rungs), "ladder": list(ladder), "lr_horizon": rc.rungs[-1],
             "context": ps.context, "batch": ps.batch, "space": {k: list(v) if isinstance(v, tuple) else v
                                                                for k, v in vars(ps.space).items()},
@@ -82,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             "seeds": {"primary": seeds[0], "extra": seeds[1:],
                       "derivation": "search seeds of race seeds 42, 43, 44 (igla_jax.race_types.derive_search_seed)"},
             "per_stratum": args.per_stratum, "extra_every": args.extra_every, "planned_runs": len(plan),
-            "commits": sorted(set(prev.get("commits", [])) | {version.sha}), "hardware": curves.hardware(),
+            "plan": plan_spec, "commits": sorted(set(prev.get("commits", [])) | {version.sha}),
+            "hardware_sessions": sessions,
             "compile_s": prev.get("compile_s", {})}
     print(f"{len(plan) - len(todo)} of {len(plan)} runs already recorded in {table}; {len(todo)} to go", file=sys.stderr)
     t_start = time.monotonic()

@@ -151,7 +151,8 @@ class Executor:
         got = {"config": row["config_id"], "seed": row["seed"], "step": row["step"], "kind": extra.get("action"),
                "rung": extra.get("rung")}
         if row["status"] == "diverged":  # a diverged row records the step training stopped at
-            got["step"] = want["step"] if row["step"] <= a.to_step else row["step"]
+            lo = getattr(a, "from_step", 0)
+            got["step"] = want["step"] if lo < row["step"] <= a.to_step else row["step"]
         bad = [k for k in want if want[k] != got[k]]
         if bad:
             diff = ", ".join(f"{k} {got[k]!r} (race asks {want[k]!r})" for k in bad)

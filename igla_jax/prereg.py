@@ -74,6 +74,8 @@ class Prereg:
     harness_first_promotion_ratio_max: float
     cheap_promotion_fail_max: float
     cheap_promotion_top_fraction: float
+    phi_useless_disabled_min: float
+    phi_good_disabled_max: float
     version: int = 1
     date: str = ""
     amendments: tuple[Mapping[str, Any], ...] = field(default=(), compare=False, hash=False, repr=False)
@@ -187,6 +189,8 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "harness_first_promotion_ratio_max": _fraction,
     "cheap_promotion_fail_max": _fraction,
     "cheap_promotion_top_fraction": _fraction,
+    "phi_useless_disabled_min": _fraction,
+    "phi_good_disabled_max": _fraction,
 }
 assert set(_PARSERS) == set(CONSTANT_FIELDS), "every Prereg constant needs a parser"
 

@@ -129,7 +129,8 @@ def print_summary(console: Console, o: RaceOutcome, final_verdicts: tuple = ()) 
         console.print("accelerators: none plugged in")
     v = o.victory
     if v is None:
-        console.print("victory: not evaluated (no champion)")
+        why = "no champion" if s.champion_config is None else "no confirmation runs in this race (a replay)"
+        console.print(f"victory: not evaluated ({why})")
     elif v.accepted:
         console.print(f"victory: ACCEPTED for config {v.config_id} (mean test BPB {v.mean:.4f}, p {v.p_value:.3g})")
     else:

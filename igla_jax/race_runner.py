@@ -56,7 +56,7 @@ PRESETS: dict[str, Preset] = {
     # seconds: one compiled program per family (width/depth/dropout/EMA pinned), 4 trials, rungs 4 and 12
     "smoke": Preset("smoke", (4, 12), SearchSpace(width=(16,), depth=(2,), dropout=(0.0,), ema_beta=(0.99,),
                                                   head_dim=8), context=32, batch=8, max_trials=4),
-    # 5-12 minutes on 2 CPU cores (4 min 49 s measured idle): 27 trials, rungs 100/300/900, widths 32-96, depths 1-3
+    # ~2 minutes on 2 idle CPU cores (102 s cold cache, 61 s warm): 27 trials, rungs 100/300/900, widths 32-96, depths 1-3
     "quick": Preset("quick", (100, 300, 900), SearchSpace(width=(32, 64, 96), depth=(1, 2, 3)),
                     context=64, batch=12, max_trials=27),
     # the pre-registered rungs at one tenth (100/300/900/2700, 81 trials) at the quick shape: the preset
@@ -303,7 +303,8 @@ def run_replay(*, seed: int, preset: str, table: Any, out: Path | None = None, w
         finally:
             board.close()
         rows = tuple(r for r in read_ledger(ledger.path).rows if r["run_id"] == run_id)
-        victory = _victory(rows, d.summary, pr)
+        # confirmation is off in a replay (no victory-seed runs recorded): victory is not judged at all
+        victory = _victory(rows, d.summary, pr) if race.config.confirm else None
     return ReplayOutcome(run_id=run_id, out=out, preset=preset, summary=d.summary, state=d.state, board_top=top,
                          ranking=ranking(d.state), victory=victory, rows=rows, executed=d.answered, replayed=0,
                          wall_s=time.monotonic() - t0, table=tab.name, table_sha256=tab.sha256, workers=workers,

@@ -132,3 +132,30 @@ def test_seed_spread_and_summary():
     assert sp["configs"] == 1 and abs(sp["pooled_sd"] - 0.1414) < 1e-3
     s = summary(t, (4, 8))
     assert s["families"]["attn"]["best_top_bpb"] == 2.0 and s["families"]["attn"]["configs"] == {"phi": 0, "uniform": 1}
+
+
+def test_recorder_refuses_another_plan_on_rerun(tmp_path, capsys):
+    from experiments import record_curves
+    out = tmp_path / "c.jsonl"
+    args = ["--preset", "smoke", "--out", str(out), "--families", "attn", "--per-stratum", "1", "--extra-every", "0"]
+    assert record_curves.main(args + ["--limit", "1"]) == 0
+    m = json.loads(out.with_name("c.manifest.json").read_text())
+    assert m["counts"]["runs"] == 1 and m["plan"]["per_stratum"] == 1 and len(m["commands"]) == 1
+    assert m["compile_s"] and m["table_sha256"] == curves.file_sha256(out)
+    assert record_curves.main(args[:-2] + ["--extra-every", "3", "--limit", "1"]) == 2
+    assert "another plan" in capsys.readouterr().err
+    assert record_curves.main(args) == 0  # the same plan continues where it stopped
+    assert len(curves.read_table(out).rows) == 2
+
+
+def test_recorded_curve_equals_a_live_trial_across_chunks_with_dropout_and_ema(tmp_path):
+    """Ladder points off the rungs and chunk boundaries, dropout and a traced EMA beta: still bit for bit."""
+    from igla_jax.search_space import Config
+    from igla_jax.train import run_trial
+    cfg = Config("jepa", 32, 1, 3e-3, 0.996, 0.1, 0.05, 0.2)
+    row = curves.record_run(curves.PlannedRun(cfg, "uniform", 9, "primary"), context=32, batch=4, head_dim=8,
+                            horizon=150, ladder=(50, 100, 150), version=V)
+    mc, tc = cfg.to_model_config(context=32, head_dim=8), cfg.to_train_config(seed=9, total_steps=150, batch=4)
+    a = run_trial(mc, tc, to_step=100, save_checkpoint=tmp_path / "c.msgpack")  # live: rungs 100 and 150
+    b = run_trial(mc, tc, to_step=150, from_checkpoint=tmp_path / "c.msgpack")
+    assert [a.val_bpb, b.val_bpb] == row["val_bpb"][1:]

@@ -29,15 +29,22 @@ def poisoned_test_half(monkeypatch):
     data.clear_caches()
 
 
-def run_smoke(out):
+def run_smoke(out, sampler):
     data.clear_caches()
+    if sampler == "phi":  # the V5 sampler and its falsifier read rung results too
+        from accelerators.phi_grid import PhiSampler
+        from igla_jax.prereg import load_prereg
+        from igla_jax.race_runner import PRESETS
+        return run_race(seed=3, preset="smoke", out=out, sampler=PhiSampler(load_prereg(), space=PRESETS["smoke"].space))
     return run_race(seed=3, preset="smoke", out=out)
 
 
-def test_falsify_selection_reading_the_test_half_poisoned_test_bytes_change_no_decision(tmp_path, request):
-    clean = run_smoke(tmp_path / "clean")
+@pytest.mark.parametrize("sampler", ["random", "phi"])
+def test_falsify_selection_reading_the_test_half_poisoned_test_bytes_change_no_decision(tmp_path, request, sampler):
+    clean = run_smoke(tmp_path / "clean", sampler)
     request.getfixturevalue("poisoned_test_half")
-    bad = run_smoke(tmp_path / "poisoned")
+    bad = run_smoke(tmp_path / "poisoned", sampler)
+    assert bad.summary.verdicts == clean.summary.verdicts
     assert decisions(bad.rows) == decisions(clean.rows)
     assert bad.summary.champion == clean.summary.champion
     # the poison did reach the test half: the victory rows' test BPB moved (random bytes score ~8)

@@ -195,3 +195,19 @@ def test_population_rule_and_override(monkeypatch):
     monkeypatch.setenv("IGLA_POPULATION", "sometimes")
     with pytest.raises(ConfigError, match="IGLA_POPULATION"):
         population_pays(cfg, 8)
+
+
+def test_run_population_takes_one_model_config_per_trial_and_scores_test_only_when_asked():
+    from igla_jax.train import run_population, run_trial
+    mcs = [tiny_model("jepa", dropout=0.0, ema_beta=0.99), tiny_model("jepa", dropout=0.2, ema_beta=0.95)]
+    tcs = [tiny_train(seed=1), tiny_train(seed=2)]
+    pop = run_population(mcs, tcs, to_step=20, eval_tests=[False, True])
+    solo = [run_trial(m, t, to_step=20, eval_test=True) for m, t in zip(mcs, tcs)]
+    assert pop[0].test_bpb is None and pop[1].test_bpb is not None
+    for p, s in zip(pop, solo):
+        assert abs(p.val_bpb - s.val_bpb) < 1e-5
+    assert abs(pop[1].test_bpb - solo[1].test_bpb) < 1e-5 and solo[1].test_bpb != solo[1].val_bpb
+    with pytest.raises(ConfigError, match="differ in model shape"):
+        run_population([tiny_model("jepa"), tiny_model("jepa", width=32)], tcs, to_step=4)
+    with pytest.raises(ConfigError, match="2 model configs for 1"):
+        run_population(mcs, tcs[:1], to_step=4)
