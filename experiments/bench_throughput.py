@@ -1,6 +1,12 @@
-"""Prints one JSON object of throughput figures: sgemm peak, reference-shape MFU, population speed-up.
+"""Prints one JSON object of throughput figures: sgemm peaks, reference-shape MFU, a same-run PyTorch
+reference, population speed-up.
 
-    python -m experiments.bench_throughput [--population 8] [--quick]
+    python -m experiments.bench_throughput [--population 8] [--chunks 4]
+
+The fp32 peak is measured in a subprocess without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (which hold
+numpy to AVX2 kernels here); the in-process figure stays beside it, labelled as the pinned one. The
+PyTorch reference (optional extra: pip install -e '.[bench]') is the same shape trained in this run;
+without torch no ratio is printed.
 """
 from __future__ import annotations
 
@@ -10,11 +16,12 @@ import sys
 
 import jax
 
-from igla_jax.bench import population_vs_sequential, sgemm_peak_gflops, single_trial
+from igla_jax.bench import (blas_info, mfu, population_vs_sequential, sgemm_peak_gflops, sgemm_peak_unpinned,
+                            single_trial, torch_reference)
 from igla_jax.models import ModelConfig
 from igla_jax.train import TrainConfig
 
-PYTORCH_REFERENCE_TOKENS_PER_S = 18_000   # REFERENCE.md section 8, same shape, this machine class
+NO_TORCH = "torch is not installed (pip install -e '.[bench]'), so no ratio to PyTorch: a constant from another machine would not compare"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,22 +30,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--population", type=int, nargs="+", default=None,
                     help="population sizes to compare with sequential (default: 8 on CPU, 8 and 64 on GPU)")
     ap.add_argument("--chunks", type=int, default=4, help="timed chunks of 32 steps per measurement")
+    ap.add_argument("--torch-steps", type=int, default=30, help="timed PyTorch reference steps (default 30)")
     args = ap.parse_args(argv)
     backend = jax.default_backend()
     sizes = args.population or ([8] if backend == "cpu" else [8, 64])
-    peak = sgemm_peak_gflops()
+    pinned = sgemm_peak_gflops()
+    real = sgemm_peak_unpinned()
     ref = ModelConfig(family="attn", width=128, depth=4, context=64, head_dim=32)   # 4 heads
     single = single_trial(ref, TrainConfig(batch=12), chunks=args.chunks)
-    flops = 6 * single["params"] * single["tokens_per_s"]
+    torch_ref = torch_reference(width=128, depth=4, heads=4, context=64, batch=12, vocab=ref.vocab,
+                                steps=args.torch_steps)
+    row = {**{k: round(v, 2) for k, v in single.items()},
+           "mfu_vs_fp32_peak": round(mfu(single["params"], single["tokens_per_s"], real["gflops"]), 3),
+           "mfu_vs_avx2_pinned_peak": round(mfu(single["params"], single["tokens_per_s"], pinned), 3)}
+    if torch_ref is not None:
+        row["vs_pytorch_reference"] = round(single["tokens_per_s"] / torch_ref["tokens_per_s"], 3)
+        torch_ref = {**{k: round(v, 2) if isinstance(v, float) else v for k, v in torch_ref.items()},
+                     "mfu_vs_fp32_peak": round(mfu(torch_ref["params"], torch_ref["tokens_per_s"], real["gflops"]), 3)}
+    else:
+        print(f"note: {NO_TORCH}", file=sys.stderr)
     proxy = ModelConfig(family="attn", width=32, depth=2, context=64, head_dim=32)
     out = {
         "backend": backend, "device": str(jax.devices()[0]),
-        "sgemm_peak_gflops": round(peak, 1),
+        "sgemm_peak_gflops": round(real["gflops"], 1),
+        "sgemm_peak_blas": real["blas"],
+        "sgemm_peak_openblas_env": real["openblas_env"],
+        "sgemm_peak_gflops_pinned": round(pinned, 1),
+        "sgemm_peak_pinned_note": "in-process numpy as this environment runs it (OPENBLAS_CORETYPE / "
+                                  "OPENBLAS_L2_SIZE kept: AVX2-limited where they are set)",
+        "sgemm_peak_pinned_blas": blas_info(),
         "reference_shape": {"family": "attn", "depth": 4, "width": 128, "heads": 4, "context": 64,
-                            "batch": 12, "vocab": 256},
-        "single_trial": {**{k: round(v, 2) for k, v in single.items()},
-                         "mfu_vs_numpy_sgemm": round(flops / (peak * 1e9), 3),
-                         "vs_pytorch_reference": round(single["tokens_per_s"] / PYTORCH_REFERENCE_TOKENS_PER_S, 3)},
+                            "batch": 12, "vocab": ref.vocab},
+        "single_trial": row,
+        "pytorch_reference": torch_ref if torch_ref is not None else {"measured": False, "why": NO_TORCH},
         "proxy_shape": {"family": "attn", "depth": 2, "width": 32, "context": 64, "batch": 12},
         "population": [{k: round(v, 3) for k, v in population_vs_sequential(proxy, n, 12, args.chunks).items()}
                        for n in sizes],

@@ -50,10 +50,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--zero-cost", choices=("study", "off"), default="study",
                     help="study: V2 zero-cost filter, enabled only if assertions/zero_cost_study.csv passes its "
                          "falsifier (it currently does not, so it only records its verdict); off: no filter")
+    ap.add_argument("--estimate", action="store_true",
+                    help="print a calibrated wall-time estimate before the race also for smoke and quick (it is "
+                         "printed by default for tenth and full; the calibration takes <= ~30 s)")
     ap.add_argument("--no-estimate", action="store_true",
-                    help="skip the wall-time estimate printed before a live race (a calibration of ~25 s; "
-                         "never run for smoke, --replay, or --resume of a race past its search)")
-    ap.add_argument("--force-estimate", action="store_true", help=argparse.SUPPRESS)  # tests: estimate on smoke
+                    help="skip the wall-time estimate (never run for --replay, or --resume of a race past its search)")
     return ap.parse_args(argv)
 
 
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     ps = PRESETS[args.preset]
-    if not (replay or args.no_estimate or (args.preset == "smoke" and not args.force_estimate)):
+    # by default only the long presets pay for the calibration (it would be ~25 % of a quick race)
+    if not (replay or args.no_estimate or (args.preset in ("smoke", "quick") and not args.estimate)):
         from igla_jax.estimate import confirming_or_done, race_estimate_lines
         if not (args.resume and confirming_or_done(out)):
             for line in race_estimate_lines(ps.space, ps.race_config(prereg, args.seed), preset=args.preset,

@@ -1,6 +1,11 @@
-"""Throughput measurements: sgemm peak, single-trial tokens/s and MFU, population vs sequential."""
+"""Throughput measurements: sgemm peaks, single-trial tokens/s and MFU, a same-run PyTorch reference,
+population vs sequential."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -25,6 +30,64 @@ def sgemm_peak_gflops(sizes: tuple[int, ...] = (1024, 2048), reps: int = 5) -> f
             a @ a
         best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9)
     return best
+
+
+# Set in this environment against old OpenBLAS bugs; they hold numpy to AVX2 (Haswell) kernels, about
+# half the fp32 peak of an AVX-512 core (REFERENCE.md section 8). Removed only in the peak's subprocess.
+OPENBLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+# numpy only (no jax import in the child): the same loop as sgemm_peak_gflops
+_PEAK_CHILD = """
+import json, os, sys, time
+import numpy as np
+sizes, reps = json.loads(sys.argv[1])
+best, rng = 0.0, np.random.default_rng(0)
+for n in sizes:
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    a @ a
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ a
+    best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9)
+try:
+    from threadpoolctl import threadpool_info
+    blas = [{k: d.get(k) for k in ("internal_api", "architecture", "version", "num_threads")}
+            for d in threadpool_info() if d.get("user_api") == "blas"]
+except ImportError:
+    blas = "threadpoolctl is not installed (it usually comes with scikit-learn; pip install threadpoolctl)"
+print(json.dumps({"gflops": best, "blas": blas,
+                  "openblas_env": {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")}}))
+"""
+
+
+def sgemm_peak_unpinned(sizes: tuple[int, ...] = (1024, 2048), reps: int = 5, timeout_s: float = 300.0) -> dict[str, Any]:
+    """numpy's fp32 matmul peak measured in a subprocess whose environment lacks OPENBLAS_PINS.
+
+    Returns {"gflops", "blas": the child's BLAS per threadpoolctl (internal_api, architecture,
+    version, num_threads) or why not, "openblas_env": the OPENBLAS_* variables the child ran with}.
+    This process's environment is never changed.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_PINS}
+    proc = subprocess.run([sys.executable, "-c", _PEAK_CHILD, json.dumps([list(sizes), reps])], env=env,
+                          capture_output=True, text=True, timeout=timeout_s)
+    if proc.returncode != 0:
+        raise RuntimeError(f"sgemm peak subprocess failed (rc {proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def blas_info() -> list[dict[str, Any]] | str:
+    """This process's BLAS per threadpoolctl (internal_api, architecture, version), or why not."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl is not installed (it usually comes with scikit-learn; pip install threadpoolctl)"
+    return [{k: d.get(k) for k in ("internal_api", "architecture", "version", "num_threads")}
+            for d in threadpool_info() if d.get("user_api") == "blas"]
+
+
+def mfu(params: int, tokens_per_s: float, peak_gflops: float) -> float:
+    """Model FLOPs utilisation: 6 x params x tokens/s over the peak (attention FLOPs not counted)."""
+    return 6.0 * params * tokens_per_s / (peak_gflops * 1e9)
 
 
 def _time_chunks(fn, state, chunks: int) -> tuple[Any, float]:
@@ -63,3 +126,68 @@ def population_vs_sequential(cfg: ModelConfig, n_trials: int, batch: int, chunks
     tokens = n_trials * batch * cfg.context
     return {"trials": n_trials, "sequential_tokens_per_s": tokens / seq_s,
             "population_tokens_per_s": tokens / pop_s, "speedup": seq_s / pop_s}
+
+
+def torch_reference(*, width: int = 128, depth: int = 4, heads: int = 4, context: int = 64, batch: int = 12,
+                    vocab: int = 256, steps: int = 20, warmup: int = 3) -> dict[str, float] | None:
+    """ms/step and tokens/s of a PyTorch eager GPT of our reference shape, trained in this process.
+
+    The same architecture as `attn` (pre-norm LayerNorm without affine, bias-free linears, learned
+    positions, GELU MLP x4, untied readout, AdamW), on random tokens: only speed is measured.
+    None when torch is not installed (the optional `bench` extra); torch is imported here only.
+    """
+    try:
+        import torch
+        from torch import nn
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv = nn.Linear(width, 3 * width, bias=False)
+            self.o = nn.Linear(width, width, bias=False)
+            self.up = nn.Linear(width, 4 * width, bias=False)
+            self.down = nn.Linear(4 * width, width, bias=False)
+
+        def forward(self, x):
+            B, L, D = x.shape
+            q, k, v = self.qkv(nn.functional.layer_norm(x, (D,))).split(D, dim=-1)
+            q, k, v = (t.view(B, L, heads, D // heads).transpose(1, 2) for t in (q, k, v))
+            a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.o(a.transpose(1, 2).reshape(B, L, D))
+            return x + self.down(nn.functional.gelu(self.up(nn.functional.layer_norm(x, (D,)))))
+
+    class GPT(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tok = nn.Embedding(vocab, width)
+            self.pos = nn.Parameter(torch.zeros(context, width))
+            self.blocks = nn.ModuleList(Block() for _ in range(depth))
+            self.head = nn.Linear(width, vocab, bias=False)
+
+        def forward(self, x):
+            h = self.tok(x) + self.pos
+            for b in self.blocks:
+                h = b(h)
+            return self.head(nn.functional.layer_norm(h, (width,)))
+
+    model = GPT()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randint(0, vocab, (batch, context))
+    y = torch.randint(0, vocab, (batch, context))
+
+    def step() -> None:
+        loss = nn.functional.cross_entropy(model(x).view(-1, vocab), y.view(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    for _ in range(warmup):
+        step()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    s = (time.perf_counter() - t) / steps
+    return {"params": sum(p.numel() for p in model.parameters()), "ms_per_step": s * 1e3,
+            "tokens_per_s": batch * context / s, "threads": torch.get_num_threads(), "version": torch.__version__}

@@ -19,7 +19,7 @@ from igla_jax.search_space import SearchSpace
 # points to --preset quick and --budget. A message threshold only, never a verdict constant.
 LONG_RACE_S = 3 * 3600.0
 # Calibration time the CLI aims at (s); the smallest shape of each family is always measured.
-CALIBRATION_BUDGET_S = 25.0
+CALIBRATION_BUDGET_S = 30.0
 
 ShapeKey = tuple[str, int, int]   # (family, width, depth): what fixes a compiled program within a preset
 
@@ -128,11 +128,10 @@ def eval_s_from_steps(step_s: Mapping[ShapeKey, float], *, eval_tokens: int, tok
 
 
 def _plan(space: SearchSpace, families: tuple[str, ...]) -> list[ShapeKey]:
-    """Calibration order: each family's smallest shape, then largest and middle, family by family."""
+    """Calibration order: each family's smallest shape, then each one's middle, then each one's largest."""
     lo, hi = (space.width[0], space.depth[0]), (space.width[-1], space.depth[-1])
     mid = (space.width[len(space.width) // 2], space.depth[len(space.depth) // 2])
-    order = [(f, *lo) for f in families]
-    order += [(f, *s) for f in families for s in (hi, mid)]
+    order = [(f, *s) for s in (lo, mid, hi) for f in families]
     return list(dict.fromkeys(order))
 
 

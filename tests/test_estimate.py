@@ -83,7 +83,7 @@ def _cli(monkeypatch, tmp_path, *flags: str) -> None:
 
 
 def test_cli_prints_the_estimate_when_forced_on_smoke(monkeypatch, tmp_path, capsys):
-    _cli(monkeypatch, tmp_path, "--force-estimate")
+    _cli(monkeypatch, tmp_path, "--estimate")
     out = capsys.readouterr().out
     line = next(l for l in out.splitlines() if l.startswith("estimated wall time"))
     assert "steps at" in line and "calibrated on 3 of 3 shapes" in line
@@ -96,5 +96,5 @@ def test_cli_skips_the_estimate_on_smoke_and_with_no_estimate(monkeypatch, tmp_p
         raise AssertionError("calibrate must not run")
     monkeypatch.setattr(est, "calibrate", boom)
     _cli(monkeypatch, tmp_path)
-    _cli(monkeypatch, tmp_path, "--force-estimate", "--no-estimate")
+    _cli(monkeypatch, tmp_path, "--estimate", "--no-estimate")
     assert "estimated wall time" not in capsys.readouterr().out

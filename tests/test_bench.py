@@ -1,0 +1,70 @@
+"""Throughput bench: the unpinned sgemm peak's subprocess, MFU arithmetic, and the PyTorch ratio only when measured."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+from igla_jax.bench import OPENBLAS_PINS, mfu, sgemm_peak_unpinned, torch_reference
+
+
+def test_peak_subprocess_runs_without_the_pins_and_leaves_this_process_alone(monkeypatch):
+    # an unrelated OPENBLAS_ variable must reach the child: proves the child reports what it inherited
+    monkeypatch.setenv("OPENBLAS_IGLA_TEST_MARK", "1")
+    before = dict(os.environ)
+    got = sgemm_peak_unpinned(sizes=(32,), reps=1, timeout_s=120)
+    assert dict(os.environ) == before
+    assert got["openblas_env"].get("OPENBLAS_IGLA_TEST_MARK") == "1"
+    assert not set(OPENBLAS_PINS) & set(got["openblas_env"]), got["openblas_env"]
+    assert got["gflops"] > 0
+    blas = got["blas"]
+    assert ("threadpoolctl" in blas) if isinstance(blas, str) else (blas and all("internal_api" in d for d in blas))
+
+
+def test_mfu_arithmetic():
+    # 6 x 1e6 params x 1e4 tokens/s = 6e10 FLOP/s against a 100 GFLOP/s peak
+    assert mfu(1_000_000, 10_000.0, 100.0) == pytest.approx(0.6)
+    assert mfu(1_000_000, 10_000.0, 50.0) == pytest.approx(1.2)
+
+
+def test_torch_reference_is_none_without_torch(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)   # import torch now raises ImportError
+    assert torch_reference(steps=1, warmup=0) is None
+
+
+def _bench(monkeypatch, capsys, torch_ref) -> tuple[dict, str]:
+    """Runs the bench CLI with every measurement faked (known numbers); returns (JSON, stderr)."""
+    from experiments import bench_throughput as bt
+    monkeypatch.setattr(bt, "sgemm_peak_gflops", lambda: 50.0)
+    monkeypatch.setattr(bt, "sgemm_peak_unpinned", lambda: {"gflops": 100.0, "blas": [{"internal_api": "openblas",
+                        "architecture": "SkylakeX", "version": "x", "num_threads": 2}], "openblas_env": {}})
+    monkeypatch.setattr(bt, "blas_info", lambda: [{"internal_api": "openblas", "architecture": "Haswell"}])
+    monkeypatch.setattr(bt, "single_trial", lambda cfg, tc, chunks: {"params": 1_000_000, "ms_per_step": 76.8,
+                                                                     "tokens_per_s": 10_000.0})
+    monkeypatch.setattr(bt, "population_vs_sequential", lambda *a: {"trials": 2, "speedup": 1.0})
+    if torch_ref is None:
+        monkeypatch.setitem(sys.modules, "torch", None)   # the real torch_reference, without torch
+    else:
+        monkeypatch.setattr(bt, "torch_reference", lambda **kw: torch_ref)
+    assert bt.main(["--population", "2"]) == 0
+    cap = capsys.readouterr()
+    return json.loads(cap.out), cap.err
+
+
+def test_bench_without_torch_prints_no_ratio(monkeypatch, capsys):
+    out, err = _bench(monkeypatch, capsys, None)
+    assert "vs_pytorch_reference" not in out["single_trial"]
+    assert out["pytorch_reference"]["measured"] is False and "torch is not installed" in out["pytorch_reference"]["why"]
+    assert "no ratio" in err
+    assert out["single_trial"]["mfu_vs_fp32_peak"] == pytest.approx(0.6)
+    assert out["single_trial"]["mfu_vs_avx2_pinned_peak"] == pytest.approx(1.2)
+    assert (out["sgemm_peak_gflops"], out["sgemm_peak_gflops_pinned"]) == (100.0, 50.0)
+
+
+def test_bench_with_a_measured_reference_prints_the_ratio(monkeypatch, capsys):
+    out, _ = _bench(monkeypatch, capsys, {"params": 900_000, "ms_per_step": 40.0, "tokens_per_s": 20_000.0,
+                                          "threads": 2, "version": "fake"})
+    assert out["single_trial"]["vs_pytorch_reference"] == pytest.approx(0.5)
+    assert out["pytorch_reference"]["mfu_vs_fp32_peak"] == pytest.approx(6 * 900_000 * 20_000 / 100e9, abs=1e-3)
