@@ -69,12 +69,19 @@ class Pruner(Protocol):
 
 @runtime_checkable
 class Allocator(Protocol):
-    """Chooses the family of the next new trial (V6)."""
+    """Chooses the family of the next new trial (V6), among the families not yet exhausted.
+
+    `next_family` must return one of `available` (the race raises RaceError otherwise; it never
+    substitutes another family). `credit` is told the family of every trial that actually starts,
+    including those started from the filter's queue, so counts kept there reflect what ran.
+    """
     name: str
 
     def init(self, families: tuple[str, ...]) -> Any: ...
 
-    def next_family(self, state: Any, race: "RaceState") -> tuple[Any, str]: ...
+    def next_family(self, state: Any, race: "RaceState", available: tuple[str, ...]) -> tuple[Any, str]: ...
+
+    def credit(self, state: Any, family: str) -> Any: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,12 +126,19 @@ class RandomSampler:
 
 @dataclasses.dataclass(frozen=True)
 class RoundRobin:
-    """Families in turn: attn, jepa, hybrid, attn, ..."""
+    """Families in turn (attn, jepa, hybrid, attn, ...), skipping exhausted ones; state is the cursor."""
     name: str = "round_robin"
 
     def init(self, families: tuple[str, ...]) -> int:
         return 0
 
-    def next_family(self, state: int, race: "RaceState") -> tuple[int, str]:
+    def next_family(self, state: int, race: "RaceState", available: tuple[str, ...]) -> tuple[int, str]:
         fams = race.config.families
-        return state + 1, fams[state % len(fams)]
+        for k in range(len(fams)):
+            fam = fams[(state + k) % len(fams)]
+            if fam in available:
+                return state + k + 1, fam
+        raise ValueError(f"round_robin: none of {fams} is available ({available})")
+
+    def credit(self, state: int, family: str) -> int:
+        return state  # the cursor moves when it chooses; nothing is counted

@@ -8,8 +8,9 @@ Scheduling, when a worker slot is free (Li et al. 2020, Algorithm 2):
 1. promote the best promotable trial of the highest rung that has one (it continues from its
    rung checkpoint, it never retrains); a rung is considered once it holds >= eta results, or at
    any size once no new trial can start (the drain), so the top rung is always reached;
-2. else start a new trial: the allocator picks the family, the sampler the config (through the
-   filter's Score / Scored round trip when a filter is enabled);
+2. else start a new trial: the allocator picks the family among those not exhausted, the sampler
+   the config (through the filter's Score / Scored round trip when a filter is enabled); the
+   allocator is credited with the family of every trial that starts, queued ones included;
 3. when nothing runs and nothing can start, the champion (best validation BPB at the top rung)
    is trained from scratch on every victory seed (Confirm: validation and test BPB; victory
    judges only these rows' test BPB) and re-run once from scratch on its own search seed
@@ -215,16 +216,13 @@ class Race:
                 state = self._start(state, configs[0], acts, queue=state.queue)
 
     def _pick_family(self, state: RaceState) -> tuple[RaceState, str]:
-        astate, fam = self.allocator.next_family(state.allocator_state, state)
-        fams = state.config.families
-        if fam not in fams:
-            raise RaceError(f"allocator {self.allocator.name!r} chose family {fam!r}, not one of {fams}")
-        i = fams.index(fam)
-        for k in range(len(fams)):  # an exhausted choice falls through to the next family in order
-            cand = fams[(i + k) % len(fams)]
-            if cand not in state.exhausted:
-                return dataclasses.replace(state, allocator_state=astate), cand
-        raise RaceError("every family is exhausted")  # unreachable: _can_start checked it
+        available = tuple(f for f in state.config.families if f not in state.exhausted)
+        astate, fam = self.allocator.next_family(state.allocator_state, state, available)
+        if fam not in available:  # never substituted: the allocator's choice is what runs
+            why = "exhausted" if fam in state.exhausted else "not a family of the race"
+            raise RaceError(f"allocator {self.allocator.name!r} chose family {fam!r} ({why}), "
+                            f"not one of the available {available}")
+        return dataclasses.replace(state, allocator_state=astate), fam
 
     def _propose(self, state: RaceState, family: str, n: int) -> tuple[RaceState, tuple[Config, ...]]:
         prop = self.sampler.propose(state.sampler_state, state, family, n)
@@ -244,7 +242,8 @@ class Race:
         tid = f"t{state.counters.started:04d}"
         trial = Trial(trial_id=tid, config=cfg, seed=c.search_seed, status="running")
         state = dataclasses.replace(state, trials=state.trials + (trial,), queue=queue,
-                                    counters=state.counters.add(started=1))
+                                    counters=state.counters.add(started=1),
+                                    allocator_state=self.allocator.credit(state.allocator_state, cfg.family))
         state, act = _emit(state, lambda i: Train(
             i, tid, cfg, c.search_seed, 0, 0, c.rungs[0], c.rungs[-1], None, _ckpt(tid, c.rungs[0]) if len(c.rungs) > 1 else None,
             None, None))

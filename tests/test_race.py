@@ -8,7 +8,7 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from igla_jax.interfaces import Judgement, RandomSampler
+from igla_jax.interfaces import Allocator, Judgement, RandomSampler, RoundRobin
 from igla_jax.race import (BudgetExhausted, Confirm, ConfirmDone, Finish, Prune, Race, RaceConfig, RaceError,
                            Reproduce, ReproduceDone, RungDone, Score, Scored, Start, Train, promotable)
 from igla_jax.search_space import Config
@@ -285,3 +285,81 @@ def test_random_sampler_is_deterministic_per_seed():
     ids = lambda s: [t.config.config_id for t in s.trials]  # noqa: E731
     assert ids(a) == ids(b) and ids(a) != ids(c)
     assert isinstance(Race(cfg()).sampler, RandomSampler)
+
+
+# ---------------------------------------------------------------- allocator: told what is available, credited for what ran
+@dataclasses.dataclass(frozen=True)
+class DrySampler:
+    """Test sampler: random, except that family `dry` has no config left (exhausted on first ask)."""
+    dry: str = "jepa"
+    name: str = "dry_sampler"
+
+    def init(self, seed):
+        return RandomSampler().init(seed)
+
+    def propose(self, state, race, family, n):
+        prop = RandomSampler().propose(state, race, family, n)
+        return dataclasses.replace(prop, configs=()) if family == self.dry else prop
+
+
+@dataclasses.dataclass(frozen=True)
+class Stubborn:
+    """Test allocator: always asks for one family, exhausted or not."""
+    family: str = "jepa"
+    name: str = "stubborn"
+
+    def init(self, families):
+        return 0
+
+    def next_family(self, state, race, available):
+        return state + 1, self.family
+
+    def credit(self, state, family):
+        return state
+
+
+@dataclasses.dataclass(frozen=True)
+class Counting:
+    """Test allocator: round robin, recording every choice and every credit."""
+    name: str = "counting"
+
+    def init(self, families):
+        return (RoundRobin().init(families), (), ())  # (cursor, chosen, credited)
+
+    def next_family(self, state, race, available):
+        cursor, fam = RoundRobin().next_family(state[0], race, available)
+        return (cursor, state[1] + (fam,), state[2]), fam
+
+    def credit(self, state, family):
+        return state[:2] + (state[2] + (family,),)
+
+
+def test_falsify_allocator_choosing_an_exhausted_family_raises():
+    assert isinstance(Stubborn(), Allocator)
+    race = Race(cfg(max_trials=6), sampler=DrySampler(), allocator=Stubborn())
+    with pytest.raises(RaceError, match=r"allocator 'stubborn' chose family 'jepa' \(exhausted\)"):
+        drive(race)
+    with pytest.raises(RaceError, match="not a family of the race"):
+        drive(Race(cfg(max_trials=6), allocator=Stubborn(family="rnn")))
+
+
+def test_falsify_allocator_credits_equal_the_families_that_started():
+    race = Race(cfg(max_trials=9, score_pool=10), sampler=DrySampler(), filter=KeepTop(), allocator=Counting())
+    state, _, actions = drive(race, scores_fn=lambda c: -quality(c))
+    _, chosen, credited = state.allocator_state
+    assert credited == tuple(t.config.family for t in state.trials) and len(credited) == 9
+    assert "jepa" in chosen and "jepa" not in credited  # chosen, ran nothing, never credited
+    assert len(chosen) < len(credited)  # the filter's queue starts several trials per choice
+    assert sum(isinstance(a, Score) for a in actions) < 9
+
+
+def test_round_robin_skips_exhausted_families_and_cycles_the_rest():
+    state, _, _ = drive(Race(cfg(max_trials=8), sampler=DrySampler()))
+    assert [t.config.family for t in state.trials] == ["attn", "hybrid"] * 4
+    state, _, _ = drive(Race(cfg(max_trials=6), sampler=DrySampler(dry="attn")))
+    assert [t.config.family for t in state.trials] == ["jepa", "hybrid"] * 3
+    rr, race = RoundRobin(), Race(cfg()).init()
+    assert rr.next_family(0, race, ("attn", "jepa", "hybrid")) == (1, "attn")
+    assert rr.next_family(1, race, ("attn", "hybrid")) == (3, "hybrid")
+    assert rr.next_family(3, race, ("attn", "hybrid")) == (4, "attn")
+    assert rr.credit(5, "attn") == 5
