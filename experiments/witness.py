@@ -25,6 +25,7 @@ import numpy as np
 
 import accelerators.mup_transfer as mup_transfer
 import accelerators.phi_grid as phi_grid
+import accelerators.ucb as ucb
 import accelerators.zero_cost as zero_cost
 import coord_check.core as coord_core
 import experiments.harness as harness
@@ -184,6 +185,17 @@ def v5_phi(ctx: Context) -> tuple[Case, Case]:
             judge(-1.0, "same, phi arm 1.0 BPB lower"))
 
 
+def v6_ucb(ctx: Context) -> tuple[Case, Case]:
+    """Paired last-10-window regrets of 12 replays: UCB1 above round robin (violating) or clearly below (twin)."""
+    uniform = [0.20 + 0.01 * k for k in range(12)]
+
+    def judge(delta: float, inp: str) -> Case:
+        v = ucb.ucb_verdict([u + delta + 0.001 * k for k, u in enumerate(uniform)], uniform, ctx.judge_prereg)
+        return _verdict_case(inp, v, ctx.judge_prereg.alpha_per_arm, "V6 disabled")
+    return (judge(+0.02, "12 paired replays, UCB1 regret over the last 10 windows above round robin's"),
+            judge(-0.10, "same, UCB1 regret 0.1 below round robin's in every replay"))
+
+
 # ------------------------------------------------------------------------------ ledger rows
 def victory_rows(ctx: Context, *, sha: str | None = None, row0: dict[str, Any] | None = None,
                  row1: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -315,8 +327,8 @@ MODES: tuple[Mode, ...] = (
     Mode("v4_surrogate", "V4", "held-out MAE <= surrogate_mae_max", "V4 disabled", None,
          "surrogate with held-out MAE = surrogate_mae_max + 0.05"),
     Mode("v5_phi_grid", "V5", "phi_verdict: one-sided Mann-Whitney U at alpha/bonferroni_n", "V5 disabled", v5_phi),
-    Mode("v6_ucb", "V6", "UCB regret <= uniform allocation's over the last 10 brackets", "V6 disabled", None,
-         "UCB cumulative regret above uniform over the last 10 brackets"),
+    Mode("v6_ucb", "V6", "ucb_verdict: UCB1 regret over the last ucb_regret_windows windows below round robin's "
+         "(paired one-sided Wilcoxon at alpha/bonferroni_n)", "V6 disabled", v6_ucb),
     Mode("v7_curriculum", "V7", "across-seed variance increase <= curriculum_var_increase_max", "V7 disabled", None,
          "curriculum seed variance +60 %"),
     Mode("row_unknown_sha", **_rows(V.UNKNOWN_SHA, lambda c: {"row0": {"sha": NO_COMMIT}}, lambda c: {},

@@ -76,6 +76,10 @@ class Prereg:
     cheap_promotion_top_fraction: float
     phi_useless_disabled_min: float
     phi_good_disabled_max: float
+    ucb_window_trials: int
+    ucb_memory_windows: int
+    ucb_c: float
+    ucb_regret_windows: int
     version: int = 1
     date: str = ""
     amendments: tuple[Mapping[str, Any], ...] = field(default=(), compare=False, hash=False, repr=False)
@@ -191,6 +195,10 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "cheap_promotion_top_fraction": _fraction,
     "phi_useless_disabled_min": _fraction,
     "phi_good_disabled_max": _fraction,
+    "ucb_window_trials": lambda n, v: _int(n, v, 1),
+    "ucb_memory_windows": lambda n, v: _int(n, v, 1),
+    "ucb_c": _positive,
+    "ucb_regret_windows": lambda n, v: _int(n, v, 1),
 }
 assert set(_PARSERS) == set(CONSTANT_FIELDS), "every Prereg constant needs a parser"
 

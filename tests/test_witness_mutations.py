@@ -89,10 +89,17 @@ def _any_sha_resolves(monkeypatch, pr):
     return pr
 
 
+def _ucb_always_enabled(monkeypatch, pr):
+    orig = W.ucb.ucb_verdict
+    monkeypatch.setattr(W.ucb, "ucb_verdict", lambda *a, **k: dataclasses.replace(orig(*a, **k), enabled=True))
+    return pr
+
+
 MUTATIONS = {
     "v1_mup": _replace(mup_slope_max=INF),
     "v2_zero_cost": _replace(proxy_rho_min=-INF),
     "v5_phi_grid": _phi_always_enabled,
+    "v6_ucb": _ucb_always_enabled,
     "row_unknown_sha": _drop_row_rule(W.V.UNKNOWN_SHA),
     "row_embargoed_sha_full": _no_embargo,
     "row_embargoed_sha_abbreviated": _literal_embargo,

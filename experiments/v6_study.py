@@ -1,0 +1,94 @@
+"""V6 study (seed mode 6): replay races with UCB1 and with round robin, compare their regrets, write the verdict.
+
+Each repeat r replays the table's preset with race seed r twice, once per allocator (UCB1 with an
+enabled verdict, so the study judges UCB1 itself, and `RoundRobin`), in memory, one worker,
+default random sampler over the uniform stratum. Regret (`accelerators.ucb.regret`): mean over the
+last ucb_regret_windows complete windows of the chosen families' value gap, a family's value being
+the mean true top-rung BPB of its uniform-stratum configs on the table's primary seed.
+
+    python -m experiments.v6_study --table TABLE [--repeats 100] [--out assertions/v6_verdict.json]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from typing import Sequence
+
+from accelerators.ucb import (UCB1Allocator, V6Error, default_verdict_path, family_values, regret, ucb_verdict,
+                              write_v6_verdict)
+from igla_jax.curves import CurveError
+from igla_jax.interfaces import RoundRobin
+from igla_jax.ledger import CodeVersion
+from igla_jax.prereg import Prereg, load_prereg
+from igla_jax.race_runner import run_replay
+from igla_jax.replay import ReplayTable, load_table, table_space
+from igla_jax.verdict import Verdict
+
+VERSION = CodeVersion("0" * 40, False)   # in-memory rows, thrown away: no git call per race
+STUDY_VERDICT = Verdict(True, math.nan, math.nan, "V6 study: UCB1 replayed as such, to be judged")
+
+
+@dataclasses.dataclass(frozen=True)
+class V6Study:
+    """Both regret series (paired by repeat), the family values they were measured against, and the verdict."""
+    ucb_regrets: tuple[float, ...]
+    uniform_regrets: tuple[float, ...]
+    values: dict[str, float]
+    verdict: Verdict
+
+
+def table_values(table: ReplayTable, prereg: Prereg) -> dict[str, float]:
+    """Each family's value: mean top-rung BPB (primary seed) of its uniform-stratum configs, diverged = band high."""
+    top = table.rungs[-1]
+    sp = table_space(table, strata=("uniform",))
+    tops = {}
+    for fam, cfgs in sp.by_family:
+        r = [table.run(c, table.primary_seed) for c in cfgs]
+        tops[fam] = [x.val_bpb[x.index(top, table.name)] for x in r]
+    return family_values(tops, prereg.bpb_band[1])
+
+
+def replay_regret(table: ReplayTable, allocator: object, seed: int, prereg: Prereg, values: dict[str, float]) -> float:
+    """One replayed race's regret with the given allocator (race seed = `seed`)."""
+    o = run_replay(seed=int(seed), preset=table.preset, table=table, workers=1, prereg=prereg,
+                   allocator=allocator, version=VERSION)
+    chosen = [t.config.family for t in o.state.trials]
+    return regret(chosen, values, window_trials=prereg.ucb_window_trials, windows=prereg.ucb_regret_windows)
+
+
+def run_study(table: ReplayTable, repeats: int, prereg: Prereg | None = None) -> V6Study:
+    """Replays `repeats` races per allocator and judges V6 (`accelerators.ucb.ucb_verdict`)."""
+    pr = prereg if prereg is not None else load_prereg()
+    if repeats < 2:
+        raise V6Error(f"--repeats {repeats}: the paired test needs at least 2")
+    values = table_values(table, pr)
+    ucb = UCB1Allocator.from_prereg(pr, STUDY_VERDICT)
+    u = tuple(replay_regret(table, ucb, r, pr, values) for r in range(repeats))
+    rr = tuple(replay_regret(table, RoundRobin(), r, pr, values) for r in range(repeats))
+    return V6Study(u, rr, values, ucb_verdict(u, rr, pr))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments.v6_study", description=__doc__.splitlines()[0])
+    ap.add_argument("--table", required=True, help="recorded curve table (its manifest beside it)")
+    ap.add_argument("--repeats", type=int, default=100, help="paired replays per allocator (race seeds 0..n-1)")
+    ap.add_argument("--out", default=str(default_verdict_path()), help="verdict file to write")
+    a = ap.parse_args(argv)
+    pr = load_prereg()
+    try:
+        table = load_table(a.table)
+        s = run_study(table, a.repeats, pr)
+    except (CurveError, V6Error) as e:
+        print(f"v6_study: {e}", file=sys.stderr)
+        return 2
+    p = write_v6_verdict(a.out, s.verdict, table=table.name, table_sha256=table.sha256, prereg=pr,
+                         ucb_regrets=s.ucb_regrets, uniform_regrets=s.uniform_regrets, repeats=a.repeats)
+    print("family values (mean top-rung BPB): " + ", ".join(f"{k} {v:.4f}" for k, v in s.values.items()))
+    print(f"V6 {s.verdict.line()}\nwritten {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
