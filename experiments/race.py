@@ -50,6 +50,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--zero-cost", choices=("study", "off"), default="study",
                     help="study: V2 zero-cost filter, enabled only if assertions/zero_cost_study.csv passes its "
                          "falsifier (it currently does not, so it only records its verdict); off: no filter")
+    ap.add_argument("--ucb", choices=("study", "off"), default="study",
+                    help="study: V6 UCB1 family allocator, enabled only by its replay verdict "
+                         "(assertions/v6_verdict.json; missing = not judged yet, so round robin allocates); "
+                         "off: round robin")
     ap.add_argument("--estimate", action="store_true",
                     help="print a calibrated wall-time estimate before the race also for smoke and quick (it is "
                          "printed by default for tenth and full; the calibration takes <= ~30 s)")
@@ -148,6 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+    allocator = None
+    if args.ucb == "study":
+        from accelerators.ucb import UCB1Allocator, V6Error, default_verdict_path, load_v6_verdict
+        try:
+            allocator = UCB1Allocator.from_prereg(prereg, load_v6_verdict(prereg))
+        except V6Error as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        sources["v6_verdict"] = str(default_verdict_path())
     ps = PRESETS[args.preset]
     # by default only the long presets pay for the calibration (it would be ~25 % of a quick race)
     if not (replay or args.no_estimate or (args.preset in ("smoke", "quick") and not args.estimate)):
@@ -160,15 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     progress = None if replay else LiveProgress(err, preset=args.preset, budget_s=budget_s)
     close = progress.close if progress is not None else (lambda: None)
     try:
-        spec_extra = {"flags": {"sampler": args.sampler, "mup": args.mup, "zero_cost": args.zero_cost},
+        spec_extra = {"flags": {"sampler": args.sampler, "mup": args.mup, "zero_cost": args.zero_cost,
+                                "ucb": args.ucb},
                       "verdict_sources": {k: file_sha256(v) for k, v in sorted(sources.items())}}
         if replay:
             outcome = run_replay(seed=args.seed, preset=args.preset, table=table, out=out, workers=args.workers,
-                                 prereg=prereg, sampler=sampler, filter=zc_filter, spec_extra=spec_extra)
+                                 prereg=prereg, sampler=sampler, filter=zc_filter, allocator=allocator,
+                                 spec_extra=spec_extra)
         else:
             outcome = run_race(seed=args.seed, preset=args.preset, out=out, budget_s=budget_s, resume=args.resume,
-                               prereg=prereg, sampler=sampler, filter=zc_filter, progress=progress,
-                               spec_extra=spec_extra)
+                               prereg=prereg, sampler=sampler, filter=zc_filter, allocator=allocator,
+                               progress=progress, spec_extra=spec_extra)
     except (RaceSetupError, ResumeError, LedgerError, LeaderboardError, CheckpointError, DataError,
             VictoryError, CurveError, OSError) as e:
         close()

@@ -102,6 +102,9 @@ class Race:
             verdicts = state.verdicts
             if self.filter is not None:
                 verdicts = _set_verdict(verdicts, self.filter.name, self.filter.verdict)
+            allocator_verdict = getattr(self.allocator, "verdict", None)  # V6 carries the harness's verdict
+            if allocator_verdict is not None:
+                verdicts = _set_verdict(verdicts, self.allocator.name, allocator_verdict)
             return self._advance(dataclasses.replace(state, phase="asha", verdicts=verdicts), [])
         if isinstance(event, BudgetExhausted):
             state = dataclasses.replace(state, outstanding=(), stopped_by="budget")
