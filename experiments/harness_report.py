@@ -158,8 +158,8 @@ def run_hypothesis(table: ReplayTable, prereg: Prereg, *, manifest: Mapping[str,
     notes = list(notes)
     if info.get("partial"):
         notes.append(f"PARTIAL table: {info['runs']} of {info['planned_runs']} planned runs recorded; no conclusion")
-    notes.append("asha+all = asha+v5: V5 is the only enabled accelerator with a replay adapter "
-                 f"({', '.join(replay_methods.ENABLED)})")
+    notes.append("asha+v5+v6 = every accelerator a replay can run (V5, V6); V1 and V2 have no replay adapter "
+                 "and are off by their verdicts")
     run = H.run_methods(table, methods, repeats, budget, progress=progress)
     notes.extend(f"peer {m} skipped: {why}" for m, why in run.skipped.items())
     t1 = time.perf_counter()

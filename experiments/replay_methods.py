@@ -6,9 +6,10 @@ Baselines (all on the table's uniform stratum, the only configs a full-grid samp
 - random_full: random search at full fidelity: our race with one rung (the top) and the random
   sampler, so it differs from `asha` only by early stopping.
 - asha: our race (the table's preset) with every accelerator off: random sampler, no filter.
-Ours: `asha+v5` (V5 phi-grid through `accelerators.phi_replay.TablePhiSampler`). V1 and V2 are
-off by their verdicts and have no replay adapter (V2 scores model inits, V1 proposes lr values the
-table may not hold), so "all enabled ones together" is V5 alone today (`ENABLED`).
+Ours: `asha+v5` (V5 phi-grid through `accelerators.phi_replay.TablePhiSampler`), `asha+v6` (V6
+UCB1 over families, switched on here whatever its verdict, since this is where it is judged) and
+`asha+v5+v6` (every accelerator a replay can run). V1 and V2 are off by their verdicts and have no
+replay adapter (V2 scores model inits, V1 proposes lr values the table may not hold).
 
 Every race runs with search trials on the table's primary seed (as `run_replay` does), race seed =
 the repeat; a full-fidelity config costs its recorded segments plus one evaluation at the top rung,
@@ -36,7 +37,7 @@ from igla_jax.search_space import Config
 
 # rows of an in-memory replay are thrown away after the trajectory is read: no git call per race
 VERSION = CodeVersion("0" * 40, False)
-ENABLED = ("v5",)   # accelerators with a replay adapter whose verdict is not off by its study
+ENABLED = ("v5", "v6")   # accelerators with a replay adapter
 
 
 @functools.lru_cache(maxsize=1)
@@ -118,11 +119,11 @@ def random_full(table: ReplayTable, repeat: int, workers: int, budget: float) ->
     return _rows_trajectory("random_full", repeat, workers, d.rows, 0, d.sim_s, first)
 
 
-def _asha(name: str, sampler_of: Any):
+def _asha(name: str, sampler_of: Any, allocator_of: Any = lambda pr: None):
     def method(table: ReplayTable, repeat: int, workers: int, budget: float) -> Trajectory:
         pr = _prereg()
         o = run_replay(seed=int(repeat), preset=table.preset, table=table, workers=workers, prereg=pr,
-                       sampler=sampler_of(table, pr), version=VERSION)
+                       sampler=sampler_of(table, pr), allocator=allocator_of(pr), version=VERSION)
         promos = [r["extra"]["replayed"]["sim_time_s"] for r in o.rows if r["status"] == "promoted"]
         first = min(promos, default=math.inf)
         return _rows_trajectory(name, repeat, workers, o.rows, len(table.rungs) - 1, o.sim_s, first)
@@ -136,8 +137,17 @@ def _v5_sampler(table: ReplayTable, pr: Prereg) -> Any:
     return TablePhiSampler.from_table(table, pr)
 
 
+def _v6_allocator(pr: Prereg) -> Any:
+    """UCB1 switched on for the harness: the harness is where V6 is judged, so it runs whatever its verdict."""
+    from accelerators.ucb import UCB1Allocator
+    from igla_jax.verdict import Verdict
+    return UCB1Allocator.from_prereg(pr, Verdict(True, math.nan, pr.alpha_per_arm, "on for the harness"))
+
+
 asha = _asha("asha", lambda table, pr: None)
 asha_v5 = _asha("asha+v5", _v5_sampler)
+asha_v6 = _asha("asha+v6", lambda table, pr: None, _v6_allocator)
+asha_v5_v6 = _asha("asha+v5+v6", _v5_sampler, _v6_allocator)
 
 register_method("uniform_grid", uniform_grid, kind="baseline",
                 note="the seed's v2.0 uniform grid: uniform-stratum configs straight to the top rung, random order")
@@ -145,7 +155,9 @@ register_method("random_full", random_full, kind="baseline",
                 note="random search at full fidelity: the race at one rung (the top), random sampler")
 register_method("asha", asha, kind="baseline", note="ASHA with uniform random sampling: the race, every accelerator off")
 register_method("asha+v5", asha_v5, kind="ours", note="the race with V5 phi-grid (phi stratum vs uniform stratum, "
-                                                      "judged once at alpha / 7); = all enabled accelerators today")
+                                                      "judged once at alpha / 7)")
+register_method("asha+v6", asha_v6, kind="ours", note="the race with V6 UCB1 over families (on whatever its verdict)")
+register_method("asha+v5+v6", asha_v5_v6, kind="ours", note="V5 and V6 together: every accelerator a replay can run")
 
 
 def other_accelerators(prereg: Prereg) -> dict[str, str]:
