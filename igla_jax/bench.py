@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -15,49 +16,13 @@ import numpy as np
 
 from igla_jax.data import splits
 from igla_jax.models import ModelConfig, count_params
+from igla_jax.sgemm import blas_info, sgemm_peak_gflops  # noqa: F401  (re-exported)
 from igla_jax.train import CHUNK, TrainConfig, init_state, population_chunk, stack_states, train_chunk
-
-
-def sgemm_peak_gflops(sizes: tuple[int, ...] = (1024, 2048), reps: int = 5) -> float:
-    """Best numpy fp32 matmul rate over the sizes, GFLOP/s (the machine's practical peak)."""
-    best = 0.0
-    rng = np.random.default_rng(0)
-    for n in sizes:
-        a = rng.standard_normal((n, n), dtype=np.float32)
-        a @ a
-        t = time.perf_counter()
-        for _ in range(reps):
-            a @ a
-        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9)
-    return best
 
 
 # Set in this environment against old OpenBLAS bugs; they hold numpy to AVX2 (Haswell) kernels, about
 # half the fp32 peak of an AVX-512 core (REFERENCE.md section 8). Removed only in the peak's subprocess.
 OPENBLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-
-# numpy only (no jax import in the child): the same loop as sgemm_peak_gflops
-_PEAK_CHILD = """
-import json, os, sys, time
-import numpy as np
-sizes, reps = json.loads(sys.argv[1])
-best, rng = 0.0, np.random.default_rng(0)
-for n in sizes:
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    a @ a
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ a
-    best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9)
-try:
-    from threadpoolctl import threadpool_info
-    blas = [{k: d.get(k) for k in ("internal_api", "architecture", "version", "num_threads")}
-            for d in threadpool_info() if d.get("user_api") == "blas"]
-except ImportError:
-    blas = "threadpoolctl is not installed (it usually comes with scikit-learn; pip install threadpoolctl)"
-print(json.dumps({"gflops": best, "blas": blas,
-                  "openblas_env": {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS_")}}))
-"""
 
 
 def sgemm_peak_unpinned(sizes: tuple[int, ...] = (1024, 2048), reps: int = 5, timeout_s: float = 300.0) -> dict[str, Any]:
@@ -68,21 +33,12 @@ def sgemm_peak_unpinned(sizes: tuple[int, ...] = (1024, 2048), reps: int = 5, ti
     This process's environment is never changed.
     """
     env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_PINS}
-    proc = subprocess.run([sys.executable, "-c", _PEAK_CHILD, json.dumps([list(sizes), reps])], env=env,
+    child = str(Path(__file__).with_name("sgemm.py"))  # by path: the child imports numpy only
+    proc = subprocess.run([sys.executable, child, json.dumps([list(sizes), reps])], env=env,
                           capture_output=True, text=True, timeout=timeout_s)
     if proc.returncode != 0:
         raise RuntimeError(f"sgemm peak subprocess failed (rc {proc.returncode}): {proc.stderr.strip()[-500:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def blas_info() -> list[dict[str, Any]] | str:
-    """This process's BLAS per threadpoolctl (internal_api, architecture, version), or why not."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "threadpoolctl is not installed (it usually comes with scikit-learn; pip install threadpoolctl)"
-    return [{k: d.get(k) for k in ("internal_api", "architecture", "version", "num_threads")}
-            for d in threadpool_info() if d.get("user_api") == "blas"]
 
 
 def mfu(params: int, tokens_per_s: float, peak_gflops: float) -> float:
