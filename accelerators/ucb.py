@@ -19,9 +19,9 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from igla_jax.interfaces import RoundRobin
+from igla_jax.interfaces import Allocation, RoundRobin
 from igla_jax.prereg import Prereg, repo_root
 from igla_jax.verdict import Verdict
 
@@ -135,15 +135,16 @@ class UCB1Allocator:
     def init(self, families: tuple[str, ...]) -> UCBState:
         return UCBState(families=tuple(families), mode="ucb1" if self.enabled else "round_robin")
 
-    def next_family(self, state: UCBState, race: "RaceState", available: tuple[str, ...]) -> tuple[UCBState, str]:
+    def next_family(self, state: UCBState, race: "RaceState", available: tuple[str, ...]) -> Allocation:
         fams = race.config.families
         if not self.enabled:
-            cursor, fam = RoundRobin().next_family(state.cursor, race, available)
-            return dataclasses.replace(state, cursor=cursor, mode="round_robin"), fam
+            rr = RoundRobin().next_family(state.cursor, race, available)
+            return Allocation(dataclasses.replace(state, cursor=rr.state, mode="round_robin"), rr.family, self.verdict)
         pulls, sums, seen = family_stats(race, fams, window_trials=self.window_trials,
                                          memory_windows=self.memory_windows)
         fam, mode = ucb1_choice(fams, available, pulls, sums, seen, self.c)
-        return UCBState(cursor=state.cursor, families=fams, counts=pulls, rewards=sums, mode=mode), fam
+        return Allocation(UCBState(cursor=state.cursor, families=fams, counts=pulls, rewards=sums, mode=mode), fam,
+                          self.verdict)
 
     def credit(self, state: UCBState, family: str) -> UCBState:
         return state  # pulls are recomputed from race.trials, which holds every started trial
@@ -185,10 +186,10 @@ def regret(chosen: Sequence[str], values: Mapping[str, float], *, window_trials:
 def ucb_verdict(ucb_regrets: Sequence[float], uniform_regrets: Sequence[float], prereg: Prereg) -> Verdict:
     """V6's falsifier: enabled iff UCB1's regret is lower than round robin's, paired by replay.
 
-    One-sided Wilcoxon signed-rank (scipy.stats.wilcoxon, alternative "less" on ucb - uniform) at
+    One-sided Wilcoxon signed-rank (`igla_jax.verdict.wilcoxon_less` on ucb vs uniform) at
     alpha / bonferroni_n; all pairs tied gives p = 1 (nothing to prefer: disabled).
     """
-    from scipy.stats import wilcoxon
+    from igla_jax.verdict import wilcoxon_less
     u, r = [float(x) for x in ucb_regrets], [float(x) for x in uniform_regrets]
     if len(u) != len(r) or len(u) < 2:
         raise V6Error(f"ucb_verdict: need paired regrets of equal length >= 2, got {len(u)} and {len(r)}")
@@ -199,7 +200,7 @@ def ucb_verdict(ucb_regrets: Sequence[float], uniform_regrets: Sequence[float], 
     if all(x == 0 for x in d):
         p = 1.0
     else:
-        p = float(wilcoxon(u, r, alternative="less", zero_method="wilcox").pvalue)
+        p = wilcoxon_less(u, r)
     mu, mr = sum(u) / len(u), sum(r) / len(r)
     what = (f"UCB1 regret {mu:.4g} vs round robin {mr:.4g} (mean of {len(u)} paired replays), "
             f"one-sided Wilcoxon p = {p:.3g}")
@@ -214,12 +215,13 @@ def default_verdict_path() -> Path:
 
 
 def write_v6_verdict(path: str | os.PathLike, verdict: Verdict, *, table: str, table_sha256: str, prereg: Prereg,
-                     ucb_regrets: Sequence[float], uniform_regrets: Sequence[float], repeats: int) -> Path:
-    """Writes the study's verdict (atomically) with the table's sha256 and both regret series."""
+                     ucb_regrets: Sequence[float], uniform_regrets: Sequence[float], repeats: int,
+                     **figures: Any) -> Path:
+    """Writes the study's verdict (atomically) with the table's sha256, both regret series and any other figures."""
     p = Path(path)
     data = {"kind": VERDICT_KIND, "table": table, "table_sha256": table_sha256, "prereg_version": prereg.version,
             "repeats": int(repeats), "ucb_regrets": [float(x) for x in ucb_regrets],
-            "uniform_regrets": [float(x) for x in uniform_regrets], "verdict": dataclasses.asdict(verdict)}
+            "uniform_regrets": [float(x) for x in uniform_regrets], **figures, "verdict": dataclasses.asdict(verdict)}
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n", encoding="utf-8")

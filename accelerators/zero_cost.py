@@ -59,6 +59,7 @@ from igla_jax.models import ModelConfig, init_params, logits_fn, non_embedding_p
 from igla_jax.models import jepa as _jepa_module
 from igla_jax.models import layers as _layers_module
 from igla_jax.models.mup import Role, role_of
+from igla_jax.interfaces import FilterDecision
 from igla_jax.prereg import Prereg
 from igla_jax.search_space import Config, config_from_dict
 from igla_jax.verdict import Verdict
@@ -399,8 +400,14 @@ class ZeroCostFilter:
                          for c in configs)
         return tuple(float(s) for s in self.scores(configs)["ensemble"])
 
-    def keep(self, configs: Sequence[Config], scores: Sequence[float]) -> tuple[bool, ...]:
+    def init(self, seed: int) -> None:
+        return None  # stateless: the study's verdict is fixed for the race
+
+    def keep(self, state: Any, configs: Sequence[Config], scores: Sequence[float]) -> FilterDecision:
         """Top n_kept by score; ties broken by config_id so the choice is deterministic."""
+        return FilterDecision(state, self.keep_top(configs, scores), self.verdict)
+
+    def keep_top(self, configs: Sequence[Config], scores: Sequence[float]) -> tuple[bool, ...]:
         if len(configs) != len(scores):
             raise ValueError(f"ZeroCostFilter.keep: {len(configs)} configs but {len(scores)} scores")
         order = sorted(range(len(configs)), key=lambda i: (-float(scores[i]), configs[i].config_id))

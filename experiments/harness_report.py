@@ -147,8 +147,9 @@ def document(*, command: str, table: Mapping[str, Any], budget: float, prereg: P
 
 def run_hypothesis(table: ReplayTable, prereg: Prereg, *, manifest: Mapping[str, Any] | None, methods: Sequence[str],
                    repeats: Mapping[int, int], draws: int, seed: int, plot_dir: Path, notes: list[str], command: str,
-                   progress: Callable[[str, int, list[float]], None] | None = None) -> dict[str, Any]:
-    """Replays every method, judges them, draws one regret plot per worker count; returns the JSON document."""
+                   progress: Callable[[str, int, list[float]], None] | None = None, jobs: int = 1) -> dict[str, Any]:
+    """Replays every method (in `jobs` processes), judges them, draws one regret plot per worker count; returns the
+    JSON document."""
     from experiments import replay_methods
     from igla_jax.ledger import code_version
     t0 = time.perf_counter()
@@ -158,9 +159,10 @@ def run_hypothesis(table: ReplayTable, prereg: Prereg, *, manifest: Mapping[str,
     notes = list(notes)
     if info.get("partial"):
         notes.append(f"PARTIAL table: {info['runs']} of {info['planned_runs']} planned runs recorded; no conclusion")
-    notes.append("asha+v5+v6 = every accelerator a replay can run (V5, V6); V1 and V2 have no replay adapter "
-                 "and are off by their verdicts")
-    run = H.run_methods(table, methods, repeats, budget, progress=progress)
+    notes.append("asha+v3+v4+v6 = every accelerator a replay can run together (V3 BOHB, V4 surrogate, V6 UCB1); V5 "
+                 "is replayed alone and with V6 (V3 and V5 are both samplers: BOHB's chosen configs would bias V5's "
+                 "randomised arm comparison); V1 and V2 have no replay adapter and are off by their verdicts")
+    run = H.run_methods(table, methods, repeats, budget, progress=progress, jobs=jobs)
     notes.extend(f"peer {m} skipped: {why}" for m, why in run.skipped.items())
     t1 = time.perf_counter()
     rows = H.evaluate(run.trajs, truth, budget, prereg, kinds={m: METHODS[m].kind for m in methods}, draws=draws,

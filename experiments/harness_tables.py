@@ -30,10 +30,16 @@ def _gauss(*key: object) -> float:
     return math.sqrt(-2 * math.log(u1)) * math.cos(2 * math.pi * u2)
 
 
-def curve(cfg: Config, seed: int, step: int, *, phi_ids: frozenset[str], phi_shift: float, noise: float) -> float:
-    """Validation BPB of a config on a seed at a step (see the module docstring)."""
-    q = (0.22 * abs(math.log(cfg.lr / 3e-3)) + 0.12 * (96 - cfg.width) / 64 + 0.04 * abs(cfg.depth - 2)
-         + 0.25 * cfg.dropout + 0.6 * cfg.warmup + 0.15 * cfg.wd + 0.04 * _gauss("q", cfg.config_id))
+def curve(cfg: Config, seed: int, step: int, *, phi_ids: frozenset[str], phi_shift: float, noise: float,
+          structure: float = 1.0) -> float:
+    """Validation BPB of a config on a seed at a step (see the module docstring).
+
+    structure scales how much of a config's quality its levers explain: 1 as described, 0 none (the
+    quality is then a hash of the config id with about the same spread: nothing for a model to learn).
+    """
+    levers = (0.22 * abs(math.log(cfg.lr / 3e-3)) + 0.12 * (96 - cfg.width) / 64 + 0.04 * abs(cfg.depth - 2)
+              + 0.25 * cfg.dropout + 0.6 * cfg.warmup + 0.15 * cfg.wd)
+    q = structure * levers + (1 - structure) * (0.2 + 0.15 * _gauss("h", cfg.config_id)) + 0.04 * _gauss("q", cfg.config_id)
     early = 1.6 + 0.25 * cfg.width / 96 - 0.12 * math.log(cfg.lr / 3e-3) + 0.1 * _gauss("e", cfg.config_id)
     shift = phi_shift if cfg.config_id in phi_ids else 0.0
     return (2.55 + q + shift + early * (100 / step) ** 0.6 + noise * _gauss("s", cfg.config_id, seed)
@@ -42,7 +48,7 @@ def curve(cfg: Config, seed: int, step: int, *, phi_ids: frozenset[str], phi_shi
 
 def tenth_table(seed: int = 0, *, phi_shift: float = 0.0, per_stratum: int = 64, extra_every: int = 9,
                 noise: float = 0.02, families: Sequence[str] = ("attn", "jepa", "hybrid"),
-                name: str = "synthetic_tenth") -> ReplayTable:
+                name: str = "synthetic_tenth", structure: float = 1.0) -> ReplayTable:
     """A tenth-preset table of 6 x per_stratum primary configs plus extras (384 + 96 at the defaults)."""
     from accelerators.phi_grid import phi_grid
     from igla_jax.race_runner import PRESETS
@@ -61,7 +67,8 @@ def tenth_table(seed: int = 0, *, phi_shift: float = 0.0, per_stratum: int = 64,
         return (ladder[i] - starts[i]) * per_step * (1 + 0.05 * _gauss("t", c.config_id, s, i))
 
     return synthetic_table([(p.config, p.seed, p.seed_role) for p in plan], name=name, preset="tenth",
-                           bpb=lambda c, s, step: curve(c, s, step, phi_ids=phi_ids, phi_shift=phi_shift, noise=noise),
+                           bpb=lambda c, s, step: curve(c, s, step, phi_ids=phi_ids, phi_shift=phi_shift, noise=noise,
+                                                        structure=structure),
                            segment_s=seg, ladder=ladder, rungs=ps.rungs, primary_seed=primary,
                            eval_s=0.3, compile_s={k: 2.0 + 1.5 * _u("c", k) for k in sorted(shapes)},
                            stratum=lambda c: stratum[c.config_id], batch=ps.batch, context=ps.context)

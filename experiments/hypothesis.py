@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16], help="simulated workers (default 1 4 16)")
     ap.add_argument("--methods", nargs="+", default=None, help="methods to replay (default: every registered one)")
     ap.add_argument("--peers", action="store_true", help="also load the peer adapters (experiments.peers), if installed")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="processes replaying (method, worker count) pairs in parallel (default 1; results identical)")
     ap.add_argument("--draws", type=int, default=1000, help="bootstrap draws (default 1000)")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     ap.add_argument("--out", type=Path, default=None, help="result JSON (default assertions/hypothesis.json; "
@@ -50,12 +52,18 @@ def progress(m: str, w: int, wall: list[float]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.repeats < 1 or args.repeats_multi < 1 or args.draws < 10 or any(w < 1 for w in args.workers):
-        print("error: --repeats and --repeats-multi must be >= 1, --draws >= 10, --workers >= 1", file=sys.stderr)
+    if (args.repeats < 1 or args.repeats_multi < 1 or args.draws < 10 or any(w < 1 for w in args.workers)
+            or args.jobs < 1):
+        print("error: --repeats, --repeats-multi and --jobs must be >= 1, --draws >= 10, --workers >= 1",
+              file=sys.stderr)
         return 2
     from experiments import harness as H
     from experiments import harness_report as R
     from experiments import replay_methods  # noqa: F401  (registers ours and the baselines)
+    try:
+        from experiments import replay_methods_v4  # noqa: F401  (V4: needs xgboost)
+    except ImportError as e:
+        print(f"note: asha+v4 not registered ({e})", file=sys.stderr)
     from igla_jax.curves import CurveError, manifest_path, read_manifest
     from igla_jax.prereg import load_prereg
     from igla_jax.race_runner import RaceSetupError
@@ -84,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             table, load_prereg(), manifest=manifest, methods=methods, draws=args.draws, seed=args.seed,
             repeats={w: (args.repeats if w == 1 else args.repeats_multi) for w in dict.fromkeys(args.workers)},
             plot_dir=args.plots or Path("runs" if synthetic else "assertions"), notes=notes, progress=progress,
+            jobs=args.jobs,
             command="python -m experiments.hypothesis " + " ".join(sys.argv[1:] if argv is None else argv))
     except (CurveError, H.HarnessError, RaceSetupError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

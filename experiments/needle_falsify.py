@@ -5,7 +5,7 @@
   python -m experiments.needle_falsify --json        # the JSON on stdout instead of the table
 
 Exits 0 only when every mode is caught and every clean twin accepted; modes whose accelerator is
-not built yet (V3, V4, V6, V7) report "not built", so today it exits 1. No training runs. The
+not built yet (V4, V7 today) report "not built", so today it exits 1. No training runs. The
 logic is experiments/witness.py; each mode's test is tests/test_witness.py::test_falsify_<mode>.
 """
 from __future__ import annotations

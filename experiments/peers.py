@@ -39,13 +39,14 @@ from typing import Any, Callable, Hashable, Iterator, Mapping
 import numpy as np
 
 from experiments.harness import Trajectory
+from igla_jax.prereg import UNIFORM_BPB
 from igla_jax.models.config import FAMILIES
 from igla_jax.race_types import Train
 from igla_jax.replay import ReplayBackend, ReplayTable
 from igla_jax.search_space import LEVER_FIELDS, Config
 
 
-DIVERGED_BPB = 8.0
+DIVERGED_BPB = UNIFORM_BPB
 INSTALL = "pip install -e '.[compare]'"
 
 

@@ -43,7 +43,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "second; confirmation is off (the table has no victory-seed runs)")
     ap.add_argument("--workers", type=int, default=1,
                     help="simulated workers of a --replay (default 1): actions run asynchronously, promotions as "
-                         "results arrive in simulated-finish order; compile seconds charged once per worker and shape")
+                         "results arrive in simulated-finish order; compile seconds charged once per worker and shape. "
+                         "A live race (with --executor): Train actions in flight at once, part of the race's "
+                         "specification (--resume keeps it)")
+    ap.add_argument("--executor", choices=("local", "population", "ray"), default=None,
+                    help="where a live race trains: local (default: one action at a time in this process), "
+                         "population (same-shape actions submitted together as one vmapped program where that pays: "
+                         "accelerators), ray (one Ray task per action on --workers CPUs; needs pip install -e "
+                         "'.[ray]'; checkpoints go to --out/ckpt, which every Ray worker must be able to read and "
+                         "write). Results reach the race as they arrive and the ledger records that order")
+    ap.add_argument("--deterministic", action="store_true", default=None,
+                    help="feed results to the race in action-id order, not arrival order (the default with "
+                         "--workers 1), so runs on different executors or worker counts give the same race")
+    ap.add_argument("--ray-address", default=None, metavar="ADDR",
+                    help="join an existing Ray cluster (e.g. auto, or ray://head:10001) instead of starting a local "
+                         "one; every node needs igla_jax installed, and --out (its ckpt/ directory) must be on a "
+                         "filesystem every worker can read and write; the ledger is written by this process only")
     ap.add_argument("--mup", choices=("study", "off"), default="study",
                     help="study: V1 muP transfer, on only if the committed coord check passes its falsifier "
                          "(then lr/beta1 come from the width-16 proxy sweep); off: sweep lr at full width")
@@ -54,6 +69,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="study: V6 UCB1 family allocator, enabled only by its replay verdict "
                          "(assertions/v6_verdict.json; missing = not judged yet, so round robin allocates); "
                          "off: round robin")
+    ap.add_argument("--surrogate", choices=("study", "off"), default="study",
+                    help="study: V4 surrogate pruner, enabled only by its replay verdict (assertions/v4_verdict.json, "
+                         "judged on the committed tenth table; missing, disabled, another table or another preset = "
+                         "it never prunes, the verdict is recorded); off: no pruner")
+    ap.add_argument("--bohb", choices=("study", "off"), default="study",
+                    help="study: V3 BOHB sampler (density ratio over ASHA's rungs), enabled only by its replay "
+                         "verdict (assertions/v3_verdict.json; missing = not judged yet, so sampling stays uniform "
+                         "or phi); off: no BOHB")
+    ap.add_argument("--curriculum", choices=("off", "on", "force"), default="off",
+                    help="V7 online curriculum in the trainer. off (default); on: only if its verdict "
+                         "(assertions/v7_verdict.json, from python -m experiments.curriculum_study; missing = not "
+                         "judged yet) enables it, else the race trains without it and says so; force: train with "
+                         "it whatever the verdict (for studies; recorded as forced)")
     ap.add_argument("--estimate", action="store_true",
                     help="print a calibrated wall-time estimate before the race also for smoke and quick (it is "
                          "printed by default for tenth and full; the calibration takes <= ~30 s)")
@@ -64,15 +92,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def replay_flag_error(args: argparse.Namespace) -> str | None:
     """The flags a replay cannot honour (and --workers without one), as one message; None when they fit."""
-    if args.replay is None:
-        return "--workers: simulated workers are for --replay only" if args.workers != 1 else None
     if args.workers < 1:
         return f"--workers {args.workers}: must be >= 1"
+    if args.replay is None:
+        if args.workers != 1 and args.executor is None:
+            return ("--workers: simulated workers are for --replay only; a live race with N workers names its "
+                    "executor: --executor local|population|ray")
+        return None
+    for flag in ("executor", "deterministic", "ray_address"):
+        if getattr(args, flag, None) is not None:
+            return f"--{flag.replace('_', '-')} is not available with --replay (the table is the backend)"
     for flag, bad in (("--resume", args.resume), ("--budget", args.budget is not None),
-                      ("--sampler phi", args.sampler == "phi")):
+                      ("--sampler phi", args.sampler == "phi"),
+                      ("--curriculum", getattr(args, "curriculum", "off") != "off")):
         if bad:
             why = ("the phi sampler needs the table's phi stratum as its grid; use --sampler random"
-                   if flag == "--sampler phi" else "a replay takes about a second: rerun it into a fresh --out")
+                   if flag == "--sampler phi" else "the table records no curriculum curves: V7 is judged live"
+                   if flag == "--curriculum" else "a replay takes about a second: rerun it into a fresh --out")
             return f"{flag} is not available with --replay ({why})"
     return None
 
@@ -95,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"error: {bad}", file=sys.stderr)
         return 2
+    from igla_jax.backends_live import BackendError, check_executor
+    try:  # before any work: --executor ray without Ray says how to install it
+        check_executor(args.executor or "local", ray_address=args.ray_address)
+    except BackendError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     args.sampler = args.sampler or ("random" if replay else "phi")
     try:
         budget_s = parse_budget(args.budget) if args.budget is not None else None
@@ -104,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out if args.out is not None else Path("runs") / (
         f"replay-{args.seed}-{args.preset}-w{args.workers}" if replay else f"race-{args.seed}-{args.preset}")
+    xla_cache = os.environ.get("IGLA_JAX_CACHE", str(Path.home() / ".cache" / "igla_jax" / "xla"))
     if not replay:
-        enable_compile_cache(os.environ.get("IGLA_JAX_CACHE", str(Path.home() / ".cache" / "igla_jax" / "xla")))
+        enable_compile_cache(xla_cache)
     from accelerators.phi_grid import PhiSampler
     from igla_jax.interfaces import RandomSampler
     from igla_jax.race_report import LiveProgress, print_summary
@@ -126,6 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         base = PhiSampler(prereg, space=space) if args.sampler == "phi" else RandomSampler(space)
     sampler = base
+    if args.bohb == "study":
+        from accelerators.bohb import BOHBSampler, V3Error, default_verdict_path as v3_path, load_v3_verdict
+        try:
+            model_space = table_space(table, strata=("uniform",), head_dim=space.head_dim) if replay else space
+            sampler = BOHBSampler(prereg, model_space, load_v3_verdict(prereg), fallback=base)
+        except V3Error as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        sources["v3_verdict"] = str(v3_path())
     if args.mup == "study":
         from accelerators.mup_sampler import MupTransferSampler, load_coord_check
         from accelerators.mup_transfer import load_study, mup_verdict
@@ -133,11 +185,20 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cc_path = repo_root() / "coord_check" / "plots" / "coord_check_mup.json"
             cc = load_coord_check(cc_path)
-            sampler = MupTransferSampler(base, mup_verdict(cc, prereg), load_study())
+            sampler = MupTransferSampler(sampler, mup_verdict(cc, prereg), load_study())
             sources.update(mup_coord_check=str(cc_path), mup_transfer=str(repo_root() / "assertions" / "mup_transfer.json"))
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+    if args.curriculum != "off":  # V7: configs carry curriculum=True only when its verdict (or force) says so
+        from accelerators.curriculum import CurriculumSampler, V7Error, default_verdict_path as v7_path, load_v7_verdict
+        try:
+            sampler = CurriculumSampler(sampler, load_v7_verdict(prereg), force=args.curriculum == "force")
+        except V7Error as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        sources["v7_verdict"] = str(v7_path())
+        print(sampler.report(), flush=True)
     zc_filter = None
     if args.zero_cost == "study":
         from accelerators.zero_cost import ZeroCostFilter, rows_from_csv
@@ -161,6 +222,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         sources["v6_verdict"] = str(default_verdict_path())
+    pruner = None
+    if args.surrogate == "study":  # xgboost is imported only when the verdict enables V4
+        from accelerators import surrogate as v4
+        try:
+            pruner = v4.live_pruner(prereg, preset=args.preset)
+        except ValueError as e:  # V4Error, CurveError
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        sources["v4_verdict"] = str(v4.default_verdict_path())
     ps = PRESETS[args.preset]
     # by default only the long presets pay for the calibration (it would be ~25 % of a quick race)
     if not (replay or args.no_estimate or (args.preset in ("smoke", "quick") and not args.estimate)):
@@ -174,18 +244,23 @@ def main(argv: list[str] | None = None) -> int:
     close = progress.close if progress is not None else (lambda: None)
     try:
         spec_extra = {"flags": {"sampler": args.sampler, "mup": args.mup, "zero_cost": args.zero_cost,
-                                "ucb": args.ucb},
+                                "ucb": args.ucb, "bohb": args.bohb,
+                                "surrogate": args.surrogate,
+                                **({"curriculum": args.curriculum} if args.curriculum != "off" else {})},
                       "verdict_sources": {k: file_sha256(v) for k, v in sorted(sources.items())}}
         if replay:
             outcome = run_replay(seed=args.seed, preset=args.preset, table=table, out=out, workers=args.workers,
                                  prereg=prereg, sampler=sampler, filter=zc_filter, allocator=allocator,
-                                 spec_extra=spec_extra)
+                                 pruner=pruner, spec_extra=spec_extra)
         else:
             outcome = run_race(seed=args.seed, preset=args.preset, out=out, budget_s=budget_s, resume=args.resume,
                                prereg=prereg, sampler=sampler, filter=zc_filter, allocator=allocator,
-                               progress=progress, spec_extra=spec_extra)
+                               pruner=pruner, progress=progress, spec_extra=spec_extra,
+                               executor=args.executor or "local", workers=args.workers,
+                               deterministic=args.deterministic, ray_address=args.ray_address,
+                               compile_cache=xla_cache or None)
     except (RaceSetupError, ResumeError, LedgerError, LeaderboardError, CheckpointError, DataError,
-            VictoryError, CurveError, OSError) as e:
+            VictoryError, CurveError, BackendError, OSError) as e:
         close()
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,9 +7,10 @@ Baselines (all on the table's uniform stratum, the only configs a full-grid samp
   sampler, so it differs from `asha` only by early stopping.
 - asha: our race (the table's preset) with every accelerator off: random sampler, no filter.
 Ours: `asha+v5` (V5 phi-grid through `accelerators.phi_replay.TablePhiSampler`), `asha+v6` (V6
-UCB1 over families, switched on here whatever its verdict, since this is where it is judged) and
-`asha+v5+v6` (every accelerator a replay can run). V1 and V2 are off by their verdicts and have no
-replay adapter (V2 scores model inits, V1 proposes lr values the table may not hold).
+UCB1 over families), `asha+v5+v6`, `asha+v3` (V3 BOHB over the uniform stratum), and in
+`experiments.replay_methods_v4` `asha+v4` (V4 surrogate pruner) and `asha+v3+v4`; each switched on
+here whatever its verdict, since this is where it is judged. V1 and V2 are off by their verdicts
+and have no replay adapter (V2 scores model inits, V1 proposes lr values the table may not hold).
 
 Every race runs with search trials on the table's primary seed (as `run_replay` does), race seed =
 the repeat; a full-fidelity config costs its recorded segments plus one evaluation at the top rung,
@@ -37,7 +38,7 @@ from igla_jax.search_space import Config
 
 # rows of an in-memory replay are thrown away after the trajectory is read: no git call per race
 VERSION = CodeVersion("0" * 40, False)
-ENABLED = ("v5", "v6")   # accelerators with a replay adapter
+ENABLED = ("v3", "v4", "v5", "v6")   # accelerators with a replay adapter
 
 
 @functools.lru_cache(maxsize=1)
@@ -119,11 +120,12 @@ def random_full(table: ReplayTable, repeat: int, workers: int, budget: float) ->
     return _rows_trajectory("random_full", repeat, workers, d.rows, 0, d.sim_s, first)
 
 
-def _asha(name: str, sampler_of: Any, allocator_of: Any = lambda pr: None):
+def _asha(name: str, sampler_of: Any, allocator_of: Any = lambda pr: None, pruner_of: Any = lambda table, pr: None):
     def method(table: ReplayTable, repeat: int, workers: int, budget: float) -> Trajectory:
         pr = _prereg()
         o = run_replay(seed=int(repeat), preset=table.preset, table=table, workers=workers, prereg=pr,
-                       sampler=sampler_of(table, pr), allocator=allocator_of(pr), version=VERSION)
+                       sampler=sampler_of(table, pr), allocator=allocator_of(pr), pruner=pruner_of(table, pr),
+                       version=VERSION)
         promos = [r["extra"]["replayed"]["sim_time_s"] for r in o.rows if r["status"] == "promoted"]
         first = min(promos, default=math.inf)
         return _rows_trajectory(name, repeat, workers, o.rows, len(table.rungs) - 1, o.sim_s, first)
@@ -137,6 +139,19 @@ def _v5_sampler(table: ReplayTable, pr: Prereg) -> Any:
     return TablePhiSampler.from_table(table, pr)
 
 
+@functools.lru_cache(maxsize=8)
+def _v3_sampler(table: ReplayTable, pr: Prereg) -> Any:
+    """BOHB switched on for the harness (the harness is where V3 is judged), over the uniform stratum, no warm start."""
+    from accelerators.bohb import BOHBSampler
+    from igla_jax.verdict import Verdict
+    return BOHBSampler(pr, _uniform_space(table), Verdict(True, math.nan, pr.alpha_per_arm, "on for the harness"))
+
+
+@functools.lru_cache(maxsize=8)
+def _uniform_space(table: ReplayTable) -> Any:
+    return table_space(table, strata=("uniform",))
+
+
 def _v6_allocator(pr: Prereg) -> Any:
     """UCB1 switched on for the harness: the harness is where V6 is judged, so it runs whatever its verdict."""
     from accelerators.ucb import UCB1Allocator
@@ -148,6 +163,7 @@ asha = _asha("asha", lambda table, pr: None)
 asha_v5 = _asha("asha+v5", _v5_sampler)
 asha_v6 = _asha("asha+v6", lambda table, pr: None, _v6_allocator)
 asha_v5_v6 = _asha("asha+v5+v6", _v5_sampler, _v6_allocator)
+asha_v3 = _asha("asha+v3", _v3_sampler)
 
 register_method("uniform_grid", uniform_grid, kind="baseline",
                 note="the seed's v2.0 uniform grid: uniform-stratum configs straight to the top rung, random order")
@@ -157,7 +173,9 @@ register_method("asha", asha, kind="baseline", note="ASHA with uniform random sa
 register_method("asha+v5", asha_v5, kind="ours", note="the race with V5 phi-grid (phi stratum vs uniform stratum, "
                                                       "judged once at alpha / 7)")
 register_method("asha+v6", asha_v6, kind="ours", note="the race with V6 UCB1 over families (on whatever its verdict)")
-register_method("asha+v5+v6", asha_v5_v6, kind="ours", note="V5 and V6 together: every accelerator a replay can run")
+register_method("asha+v5+v6", asha_v5_v6, kind="ours", note="V5 and V6 together")
+register_method("asha+v3", asha_v3, kind="ours", note="the race with V3 BOHB (density-ratio sampling over the "
+                                                      "uniform stratum, on whatever its verdict; no warm start)")
 
 
 def other_accelerators(prereg: Prereg) -> dict[str, str]:

@@ -21,7 +21,7 @@ from accelerators.ucb import (UCB1Allocator, V6Error, default_verdict_path, fami
 from igla_jax.curves import CurveError
 from igla_jax.interfaces import RoundRobin
 from igla_jax.ledger import CodeVersion
-from igla_jax.prereg import Prereg, load_prereg
+from igla_jax.prereg import UNIFORM_BPB, Prereg, load_prereg
 from igla_jax.race_runner import run_replay
 from igla_jax.replay import ReplayTable, load_table, table_space
 from igla_jax.verdict import Verdict
@@ -37,25 +37,39 @@ class V6Study:
     uniform_regrets: tuple[float, ...]
     values: dict[str, float]
     verdict: Verdict
+    ucb_step_share: dict[str, float] = dataclasses.field(default_factory=dict)      # mean share of training steps
+    uniform_step_share: dict[str, float] = dataclasses.field(default_factory=dict)  # per family, per allocator
 
 
 def table_values(table: ReplayTable, prereg: Prereg) -> dict[str, float]:
-    """Each family's value: mean top-rung BPB (primary seed) of its uniform-stratum configs, diverged = band high."""
+    """Each family's value: mean top-rung BPB (primary seed) of its uniform-stratum configs, diverged = UNIFORM_BPB (8.0)."""
     top = table.rungs[-1]
     sp = table_space(table, strata=("uniform",))
     tops = {}
     for fam, cfgs in sp.by_family:
         r = [table.run(c, table.primary_seed) for c in cfgs]
         tops[fam] = [x.val_bpb[x.index(top, table.name)] for x in r]
-    return family_values(tops, prereg.bpb_band[1])
+    return family_values(tops, UNIFORM_BPB)
+
+
+def replay_race(table: ReplayTable, allocator: object, seed: int, prereg: Prereg, values: dict[str, float]
+                ) -> tuple[float, dict[str, float]]:
+    """One replayed race with the given allocator (race seed = `seed`): its regret and the share of
+    the race's training steps each family received."""
+    o = run_replay(seed=int(seed), preset=table.preset, table=table, workers=1, prereg=prereg,
+                   allocator=allocator, version=VERSION)
+    chosen = [t.config.family for t in o.state.trials]
+    steps = {f: 0.0 for f in values}
+    for t in o.state.trials:
+        steps[t.config.family] = steps.get(t.config.family, 0.0) + (t.results[-1].step if t.results else 0)
+    total = sum(steps.values()) or 1.0
+    share = {f: v / total for f, v in steps.items()}
+    return regret(chosen, values, window_trials=prereg.ucb_window_trials, windows=prereg.ucb_regret_windows), share
 
 
 def replay_regret(table: ReplayTable, allocator: object, seed: int, prereg: Prereg, values: dict[str, float]) -> float:
     """One replayed race's regret with the given allocator (race seed = `seed`)."""
-    o = run_replay(seed=int(seed), preset=table.preset, table=table, workers=1, prereg=prereg,
-                   allocator=allocator, version=VERSION)
-    chosen = [t.config.family for t in o.state.trials]
-    return regret(chosen, values, window_trials=prereg.ucb_window_trials, windows=prereg.ucb_regret_windows)
+    return replay_race(table, allocator, seed, prereg, values)[0]
 
 
 def run_study(table: ReplayTable, repeats: int, prereg: Prereg | None = None) -> V6Study:
@@ -65,9 +79,11 @@ def run_study(table: ReplayTable, repeats: int, prereg: Prereg | None = None) ->
         raise V6Error(f"--repeats {repeats}: the paired test needs at least 2")
     values = table_values(table, pr)
     ucb = UCB1Allocator.from_prereg(pr, STUDY_VERDICT)
-    u = tuple(replay_regret(table, ucb, r, pr, values) for r in range(repeats))
-    rr = tuple(replay_regret(table, RoundRobin(), r, pr, values) for r in range(repeats))
-    return V6Study(u, rr, values, ucb_verdict(u, rr, pr))
+    ur = [replay_race(table, ucb, r, pr, values) for r in range(repeats)]
+    rr = [replay_race(table, RoundRobin(), r, pr, values) for r in range(repeats)]
+    u, g = tuple(x[0] for x in ur), tuple(x[0] for x in rr)
+    mean_share = lambda runs: {f: sum(x[1][f] for x in runs) / len(runs) for f in values}  # noqa: E731
+    return V6Study(u, g, values, ucb_verdict(u, g, pr), mean_share(ur), mean_share(rr))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,8 +100,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"v6_study: {e}", file=sys.stderr)
         return 2
     p = write_v6_verdict(a.out, s.verdict, table=table.name, table_sha256=table.sha256, prereg=pr,
-                         ucb_regrets=s.ucb_regrets, uniform_regrets=s.uniform_regrets, repeats=a.repeats)
-    print("family values (mean top-rung BPB): " + ", ".join(f"{k} {v:.4f}" for k, v in s.values.items()))
+                         ucb_regrets=s.ucb_regrets, uniform_regrets=s.uniform_regrets, repeats=a.repeats,
+                         family_values=s.values, ucb_step_share=s.ucb_step_share,
+                         uniform_step_share=s.uniform_step_share,
+                         command="python -m experiments.v6_study " + " ".join(sys.argv[1:] if argv is None else argv))
+    print("family values (mean top-rung BPB of the uniform stratum): "
+          + ", ".join(f"{k} {v:.4f}" for k, v in s.values.items()) + f"; the table favours {min(s.values, key=s.values.get)}")
+    print("share of training steps per family (mean over replays): "
+          + "; ".join(f"{f} UCB1 {100 * s.ucb_step_share[f]:.1f} % vs round robin {100 * s.uniform_step_share[f]:.1f} %"
+                      for f in s.values))
     print(f"V6 {s.verdict.line()}\nwritten {p}")
     return 0
 

@@ -5,7 +5,7 @@ study rows, race trials, ledger rows made by the executor, harness trajectories)
 that differs only in the violating part, feeds both to the real judge, and is `caught` only when
 the violating input is disabled or rejected *by its own rule* (the rule's name, or for an
 accelerator verdict the falsifier's test, in the reason; the pre-registered threshold in force)
-and the twin is accepted. Modes whose accelerator is not built (V3, V4, V6, V7) report "not built",
+and the twin is accepted. Modes whose accelerator is not built report "not built",
 never caught. Judges are looked up on their modules at call time, so a test can weaken one
 (tests/test_witness_mutations.py). Inputs are sized from `prereg` (the loaded pre-registration);
 the judges read `judge_prereg`, which a mutation test may weaken while the inputs stay the same.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import subprocess
 import tempfile
@@ -196,6 +197,51 @@ def v6_ucb(ctx: Context) -> tuple[Case, Case]:
             judge(-0.10, "same, UCB1 regret 0.1 below round robin's in every replay"))
 
 
+def v3_bohb(ctx: Context) -> tuple[Case, Case]:
+    """Paired regrets at T of 12 replays: BOHB above plain ASHA (violating) or clearly below (twin)."""
+    from accelerators import bohb
+    asha = [0.10 + 0.01 * k for k in range(12)]
+
+    def judge(delta: float, inp: str) -> Case:
+        v = bohb.bohb_verdict([a + delta + 0.001 * k for k, a in enumerate(asha)], asha, ctx.judge_prereg)
+        return _verdict_case(inp, v, ctx.judge_prereg.alpha_per_arm, "V3 disabled")
+    return (judge(+0.02, "12 paired replays, BOHB regret at the pre-registered T above plain ASHA's"),
+            judge(-0.05, "same, BOHB regret 0.05 below plain ASHA's in every replay"))
+
+
+def v4_surrogate(ctx: Context) -> tuple[Case, Case]:
+    """A surrogate whose held-out MAE is surrogate_mae_max + 0.05 (violating), and one inside it that prunes no winner."""
+    from accelerators import surrogate
+    pr = ctx.judge_prereg
+    bad = surrogate.surrogate_verdict({0: 0.08, 1: pr.surrogate_mae_max + 0.05, 2: 0.06}, 100, 2, pr)
+    good = surrogate.surrogate_verdict({0: 0.08, 1: pr.surrogate_mae_max - 0.05, 2: 0.04}, 100, 2, pr)
+    return (_verdict_case(f"held-out MAE at rung 2 = {pr.surrogate_mae_max + 0.05:g} (> surrogate_mae_max), "
+                          "2 of 100 prunes in the top set", bad, pr.surrogate_mae_max, "V4 disabled"),
+            _verdict_case(f"same, held-out MAE at rung 2 = {pr.surrogate_mae_max - 0.05:g}", good,
+                          pr.surrogate_mae_max, "V4 disabled"))
+
+
+def _curriculum_study(var_ratio: float, gain: float) -> Any:
+    """3 configs x 8 seeds: the curriculum's across-seed variance var_ratio x the baseline's, BPB lower by gain."""
+    from accelerators.curriculum import CurriculumStudy
+    z = [(-1.0) ** k for k in range(8)]
+    base = [tuple(2.6 + 0.1 * c + 0.02 * x for x in z) for c in range(3)]
+    cur = [tuple(2.6 + 0.1 * c - gain + 0.02 * math.sqrt(var_ratio) * x for x in z) for c in range(3)]
+    wall = [tuple(b - gain - 0.001 * k for k, b in enumerate(row)) for row in base]
+    return CurriculumStudy(("c0", "c1", "c2"), tuple(base), tuple(cur), tuple(base), tuple(wall))
+
+
+def v7_curriculum(ctx: Context) -> tuple[Case, Case]:
+    from accelerators import curriculum
+    pr = ctx.judge_prereg
+    bad = curriculum.curriculum_verdict(_curriculum_study(3.0, 0.05), pr)
+    good = curriculum.curriculum_verdict(_curriculum_study(1.0, 0.05), pr)
+    return (_verdict_case("3 configs x 8 seeds, curriculum seed variance x3 (limit +50 %), 0.05 BPB better at "
+                          "matched wall-clock", bad, pr.alpha_per_arm, "V7 disabled"),
+            _verdict_case("same, curriculum seed variance equal to the baseline's", good, pr.alpha_per_arm,
+                          "V7 disabled"))
+
+
 # ------------------------------------------------------------------------------ ledger rows
 def victory_rows(ctx: Context, *, sha: str | None = None, row0: dict[str, Any] | None = None,
                  row1: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -322,15 +368,16 @@ MODES: tuple[Mode, ...] = (
     Mode("v1_mup", "V1", "mup_verdict: |slope| < mup_slope_max", "V1 disabled", v1_mup),
     Mode("v2_zero_cost", "V2", "proxy_verdict: bootstrap lower bound at alpha/bonferroni_n >= proxy_rho_min",
          "V2 disabled", v2_zero_cost),
-    Mode("v3_bohb", "V3", "BOHB regret <= plain ASHA's at the pre-registered point", "V3 disabled", None,
-         "BOHB and plain-ASHA regret series, BOHB worse at the pre-registered point"),
-    Mode("v4_surrogate", "V4", "held-out MAE <= surrogate_mae_max", "V4 disabled", None,
-         "surrogate with held-out MAE = surrogate_mae_max + 0.05"),
+    Mode("v3_bohb", "V3", "bohb_verdict: BOHB regret at the pre-registered T below plain ASHA's "
+         "(paired one-sided Wilcoxon at alpha/bonferroni_n)", "V3 disabled", v3_bohb),
+    Mode("v4_surrogate", "V4", "surrogate_verdict: held-out MAE <= surrogate_mae_max at every pruning rung "
+         "(and the top-pruned share <= surrogate_top_pruned_max)", "V4 disabled", v4_surrogate),
     Mode("v5_phi_grid", "V5", "phi_verdict: one-sided Mann-Whitney U at alpha/bonferroni_n", "V5 disabled", v5_phi),
     Mode("v6_ucb", "V6", "ucb_verdict: UCB1 regret over the last ucb_regret_windows windows below round robin's "
          "(paired one-sided Wilcoxon at alpha/bonferroni_n)", "V6 disabled", v6_ucb),
-    Mode("v7_curriculum", "V7", "across-seed variance increase <= curriculum_var_increase_max", "V7 disabled", None,
-         "curriculum seed variance +60 %"),
+    Mode("v7_curriculum", "V7", "curriculum_verdict: across-seed variance increase <= curriculum_var_increase_max "
+         "(one-sided Brown-Forsythe at alpha/bonferroni_n), and a gain at matched wall-clock", "V7 disabled",
+         v7_curriculum),
     Mode("row_unknown_sha", **_rows(V.UNKNOWN_SHA, lambda c: {"row0": {"sha": NO_COMMIT}}, lambda c: {},
                                     "row 0", "rejected")),
     Mode("row_embargoed_sha_full", **_rows(V.EMBARGOED_SHA, lambda c: {"row0": {"sha": c.leaky}},

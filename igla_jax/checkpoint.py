@@ -12,7 +12,10 @@ import jax
 import numpy as np
 
 # 2: the state's hparams carry the model's traced dropout and ema_beta (format 1 lacks them).
-FORMAT = 2
+# 3: the state has a `curriculum` entry (V7's selection state, or None). Format 2 is still read:
+#    it is a state without a curriculum, and its train_cfg has no "curriculum" key.
+FORMAT = 3
+READABLE = (2, 3)
 
 
 class CheckpointError(RuntimeError):
@@ -32,9 +35,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def save(path: str | Path, state: Any, model_cfg: Any, train_cfg: Any) -> None:
     """Writes state (with both configs as metadata) to path atomically."""
     host = jax.tree_util.tree_map(np.asarray, flax.serialization.to_state_dict(state))
-    blob = {"format": FORMAT, "model_cfg": json.dumps(dataclasses.asdict(model_cfg), sort_keys=True),
-            "train_cfg": json.dumps(dataclasses.asdict(train_cfg), sort_keys=True), "state": host}
+    blob = {"format": FORMAT, "model_cfg": _cfg_json(model_cfg), "train_cfg": _cfg_json(train_cfg), "state": host}
     _atomic_write(Path(path), flax.serialization.msgpack_serialize(blob))
+
+
+def _cfg_json(cfg: Any) -> str:
+    """A config as the checkpoint records it; an unset curriculum is left out, as format 2 wrote it."""
+    d = dataclasses.asdict(cfg)
+    if "curriculum" in d and d["curriculum"] is None:
+        del d["curriculum"]
+    return json.dumps(d, sort_keys=True)
 
 
 def restore(path: str | Path, template: Any, model_cfg: Any, train_cfg: Any) -> Any:
@@ -46,13 +56,15 @@ def restore(path: str | Path, template: Any, model_cfg: Any, train_cfg: Any) -> 
         blob = flax.serialization.msgpack_restore(p.read_bytes())
     except Exception as e:  # msgpack raises several unrelated types on damage
         raise CheckpointError(f"{p}: damaged checkpoint ({type(e).__name__}: {e})") from None
-    if blob.get("format") != FORMAT:
-        raise CheckpointError(f"{p}: checkpoint format {blob.get('format')!r}; this code reads format {FORMAT} "
-                              "only (retrain, or use a fresh output directory)")
+    if blob.get("format") not in READABLE:
+        raise CheckpointError(f"{p}: checkpoint format {blob.get('format')!r}; this code reads formats "
+                              f"{', '.join(map(str, READABLE))} only (retrain, or use a fresh output directory)")
     for key, cfg in (("model_cfg", model_cfg), ("train_cfg", train_cfg)):
-        want = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+        want = _cfg_json(cfg)
         if blob[key] != want:
             raise CheckpointError(f"{p}: saved {key} {blob[key]} differs from the requested {want}")
+    if blob["format"] == 2 and isinstance(blob.get("state"), dict):
+        blob["state"].setdefault("curriculum", None)   # format 2 predates V7: no curriculum
     try:
         state = flax.serialization.from_state_dict(template, blob["state"])
     except (KeyError, ValueError, TypeError) as e:

@@ -1,25 +1,27 @@
-"""Performs the race's actions: trains, writes ledger and leaderboard rows, feeds events back.
+"""The live executor: performs the race's actions on a compute backend, writes ledger and leaderboard rows.
 
-The run's ledger is the single source of truth. Every row carries the action id as `event_id`;
-on resume the race is rebuilt by replaying it from Start: an action whose result row exists is
-answered from that row (nothing is retrained, no row is written twice), and the first action
-without one is executed again from its `from_checkpoint`. Rows are written in action-id order,
-each after its training finished, so a kill -9 at any moment loses at most the action running.
-Checkpoints live at <out>/ckpt/<trial_id>/step_<n>.msgpack.
+The run's ledger is the single source of truth, written only here (the driver process), one
+fsynced row at a time. Every row carries the action id as `event_id`. A decision (a prune, a
+promotion) is written when the race makes it; a result row when its result reaches the race, with
+`extra.arrival` = its place in that order (so result rows may arrive out of action-id order). On
+resume the race is rebuilt from Start by feeding the recorded results back in arrival order
+(`igla_jax.backends.run_loop`): nothing is retrained, no row is written twice, and every action
+still without a result (in flight at the kill, or cancelled at the budget's deadline) is run again
+from its `from_checkpoint`. A kill -9 at any moment loses at most the actions in flight.
+Checkpoints live at <out>/ckpt/<trial_id>/step_<n>.msgpack (a Ray cluster: on a filesystem every
+worker can reach).
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from igla_jax.ledger import RESULT_STATUSES, CodeVersion, Ledger, LedgerRow, row_kind
 from igla_jax.leaderboard import Leaderboard
-from igla_jax.race import (Action, BudgetExhausted, Confirm, ConfirmDone, Finish, Prune, Race, RaceState,
-                           Reproduce, ReproduceDone, RungDone, Score, Scored, Start, Train)
+from igla_jax.race import Action, Confirm, ConfirmDone, Prune, Race, RaceState, Reproduce, ReproduceDone, RungDone, Train
 from igla_jax.race_types import RaceSummary
 from igla_jax.search_space import Config, SearchSpace
 
@@ -29,10 +31,6 @@ ACTION_KIND = {Train: "train", Confirm: "confirm", Reproduce: "reproduce"}
 
 class ResumeError(RuntimeError):
     """The ledger under --out does not belong to the race being resumed."""
-
-
-class _BudgetStop(Exception):
-    """Raised from the trainer's progress callback when the wall-clock budget is spent."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,89 +60,74 @@ def index_rows(rows: Sequence[dict], run_id: str) -> dict[tuple[int, str], dict]
     return out
 
 
+def result_answers(rows: Sequence[dict], run_id: str) -> list[dict]:
+    """This run's result rows in the order they reached the race: ledger order (extra.arrival, where present, agrees)."""
+    out = [r for r in rows if r.get("run_id") == run_id and r.get("event_id") is not None
+           and row_kind(r["status"]) == "result"]
+    for i, r in enumerate(out):
+        arrival = (r.get("extra") or {}).get("arrival")
+        if arrival is not None and arrival != i:
+            raise ResumeError(f"result row of event_id {r['event_id']} says it reached the race as number {arrival}, "
+                              f"but it is result row {i} of run {run_id!r}: the ledger was reordered or edited")
+    return out
+
+
 class Executor:
-    """Drives a Race to its Finish action with the real (or an injected) trainer."""
+    """Drives a Race to its Finish on a compute backend, writing the run's ledger (the driver's Recorder).
+
+    backend: "local" (one action at a time, in-process; the default), "population" (same-shape
+    actions submitted together train as one vmapped program where the trainer's `population_pays`
+    says so), "ray" (one Ray task per action; igla_jax.backends_ray) or a Backend object (tests).
+    deterministic: feed results in action-id order (None: when the race has one worker slot), so
+    runs on different backends or worker counts can be compared; otherwise in arrival order.
+    budget_s: a deadline (seconds of `clock` from construction); in-flight work is cancelled there.
+    """
 
     def __init__(self, race: Race, shape: Shape, *, out: Path, run_id: str, version: CodeVersion,
-                 ledger: Ledger, board: Leaderboard, recorded: dict[tuple[int, str], dict],
-                 trainer: Any = None, filter: Any = None, budget_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic, on_event: Callable[[RaceState, Any], None] | None = None,
-                 canonical: Ledger | None = None, canonical_keys: frozenset = frozenset()):
-        if trainer is None:
-            from igla_jax import train as trainer  # lazy: pulls in jax/optax
-        self.race, self.shape, self.out, self.run_id, self.version = race, shape, out, run_id, version
-        self.ledger, self.board, self.recorded = ledger, board, recorded
-        self.trainer, self.filter, self.budget_s, self.clock = trainer, filter, budget_s, clock
-        self.on_event, self.canonical, self.canonical_keys = on_event, canonical, set(canonical_keys)
+                 ledger: Ledger, board: Leaderboard, rows: Sequence[dict] = (), trainer: Any = None,
+                 filter: Any = None, budget_s: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 on_event: Callable[[RaceState, Any], None] | None = None, canonical: Ledger | None = None,
+                 canonical_keys: frozenset = frozenset(), backend: Any = "local", deterministic: bool | None = None,
+                 ray_address: str | None = None, compile_cache: str | None = None):
+        self.race, self.shape, self.out, self.run_id, self.version = race, shape, Path(out), run_id, version
+        self.ledger, self.board, self.trainer, self.filter = ledger, board, trainer, filter
+        self.budget_s, self.clock, self.on_event = budget_s, clock, on_event
+        self.canonical, self.canonical_keys = canonical, set(canonical_keys)
+        self.recorded = index_rows(rows, run_id)
+        self.answers = result_answers(rows, run_id)
+        self.backend, self.ray_address, self.compile_cache = backend, ray_address, compile_cache
+        self.deterministic = race.config.workers == 1 if deterministic is None else bool(deterministic)
+        self.backend_name = backend if isinstance(backend, str) else type(backend).__name__
         self.make = RowMaker(version, run_id, shape.preset)
         self.t0 = clock()
+        self.arrival = len(self.answers)
         self.replayed = 0
         self.executed = 0
 
-    # ------------------------------------------------------------------ loop
     def run(self) -> tuple[RaceState, RaceSummary]:
-        state, acts = self.race.step(self.race.init(), Start())
-        queue = collections.deque(acts)
-        while queue:
-            a = queue.popleft()
-            if isinstance(a, Finish):
-                return state, a.summary
-            if isinstance(a, Prune):
-                self._write_prune(a)
-                continue
-            if isinstance(a, Score):
-                events = [Scored(a.action_id, tuple(float(s) for s in self.filter.score(a.candidates)))]
-            else:
-                batch = [a]
-                while queue and isinstance(queue[0], Compute):
-                    batch.append(queue.popleft())
-                events = self._compute(batch)
-            for ev in events:
-                state, new = self.race.step(state, ev)
-                if self.on_event is not None:
-                    self.on_event(state, ev)
-                if isinstance(ev, BudgetExhausted):  # drop what is queued: a resume re-derives it
-                    return state, next(x for x in new if isinstance(x, Finish)).summary
-                queue.extend(new)
-        raise RuntimeError("the race ended without a Finish action")  # pragma: no cover
+        from igla_jax.backends import run_loop
+        from igla_jax.backends_live import ActionRunner, lazy_backend
+        be = self.backend
+        if isinstance(be, str):
+            runner = ActionRunner(self.shape, self.out.resolve(), self.trainer, self.compile_cache)
+            be = lazy_backend(be, runner, workers=self.race.config.workers, address=self.ray_address)
+        left = None if self.budget_s is None else (lambda: self.budget_s - (self.clock() - self.t0))
+        try:
+            done = run_loop(self.race, be, self, filter=self.filter, on_event=self.on_event, answers=self.answers,
+                            check=self.check_row, deterministic=self.deterministic, time_left=left)
+        finally:
+            close = getattr(be, "close", None)
+            if close is not None:
+                close()
+        self.replayed = done.replayed
+        return done.state, done.summary
 
-    def over_budget(self) -> bool:
-        return self.budget_s is not None and self.clock() - self.t0 >= self.budget_s
-
-    def _compute(self, batch: list) -> list:
-        """Events for a run of consecutive compute actions, in action-id order.
-
-        Each result row is written as soon as every earlier action of the batch has its row, so a
-        crash or a budget stop keeps all finished work; events are then read back from the rows,
-        which makes a live event and its replay identical.
-        """
-        todo = [a for a in batch if (a.action_id, "result") not in self.recorded]
-        self.replayed += len(batch) - len(todo)
-        done: dict[int, Any] = {}
-        written = 0
-        stopped = self.over_budget() if todo else False
-        if todo and not stopped:
-            try:
-                for aid, res in self._train_all(todo):
-                    done[aid] = res
-                    while written < len(todo) and todo[written].action_id in done:
-                        self._write_result(todo[written], done[todo[written].action_id])
-                        written += 1
-            except _BudgetStop:
-                stopped = True
-        events = []
-        for a in batch:
-            row = self.recorded.get((a.action_id, "result"))
-            if row is None:
-                events.append(BudgetExhausted())
-                break
-            self._check_row(a, row)
-            events.append(event_for(a, row["bpb"], "diverged" if row["status"] == "diverged" else "ok",
-                                    float(row.get("wall_s") or 0.0), row.get("test_bpb")))
-        return events
-
-    def _check_row(self, a: Any, row: dict) -> None:
+    def check_row(self, a: Any, row: dict) -> None:
         """The recorded row must answer exactly this action: config, seed, step, rung and kind."""
+        if a is None:
+            raise ResumeError(f"{self.ledger.path}: the result row with event_id {row['event_id']} answers no action "
+                              "the replayed race is waiting for (the code, preset or seed changed since this run "
+                              "started); use a fresh --out")
         extra = row.get("extra") or {}
         want = {"config": a.config.config_id, "seed": a.seed, "step": a.to_step, "kind": ACTION_KIND[type(a)],
                 "rung": a.rung if isinstance(a, Train) else None}
@@ -160,47 +143,30 @@ class Executor:
                 f"{self.ledger.path}: row with event_id {a.action_id} does not answer the replayed action: {diff} "
                 "(the code, preset or seed changed since this run started); use a fresh --out")
 
-    # ------------------------------------------------------------------ training
-    def ckpt_path(self, name: str | None) -> Path | None:
-        return None if name is None else self.out / "ckpt" / f"{name}.msgpack"
+    # ------------------------------------------------------------------ the driver's Recorder
+    def decided(self, a: Any, now: float) -> None:
+        """A prune or a promotion, written when the race decides it (a resume finds it written)."""
+        if isinstance(a, Prune):
+            if (a.action_id, "pruned") not in self.recorded:
+                self._append(prune_row(self.make, a))
+        elif (a.action_id, "promoted") not in self.recorded:
+            self._append(promoted_row(self.make, a))
 
-    def _configs(self, a: Any) -> tuple[Any, Any]:
-        s = self.shape
-        mc = a.config.to_model_config(context=s.context, head_dim=s.space.head_dim)
-        horizon = a.total_steps if isinstance(a, Train) else a.to_step
-        return mc, a.config.to_train_config(seed=a.seed, total_steps=horizon, batch=s.batch)
+    def resolved(self, action_id: int) -> None:
+        """A Score or the Finish: nothing to write."""
 
-    def _progress(self, step: int, to_step: int, bits: float) -> None:
-        if self.over_budget():
-            raise _BudgetStop()
-
-    def _train_all(self, todo: list) -> Iterator[tuple[int, Any]]:
-        """Yields (action id, result) as trainings finish (same-shape groups as one population when it pays).
-
-        Only Confirm actions (victory runs) are also scored on the test half.
-        """
-        groups: dict[tuple, list] = {}
-        for a in todo:  # one compiled program per shape: dropout and the EMA beta are traced
-            mc, tc = self._configs(a)
-            groups.setdefault((mc.shape(), a.to_step), []).append((a, mc, tc))
-        pays = getattr(self.trainer, "population_pays", None)
-        for (shape, to_step), members in groups.items():
-            if len(members) > 1 and pays is not None and hasattr(self.trainer, "run_population") and pays(shape, len(members)):
-                res = self.trainer.run_population(
-                    [mc for _, mc, _ in members], [tc for _, _, tc in members], to_step=to_step,
-                    from_checkpoints=[self.ckpt_path(getattr(a, "from_checkpoint", None)) for a, _, _ in members],
-                    save_checkpoints=[self.ckpt_path(getattr(a, "save_checkpoint", None)) for a, _, _ in members],
-                    progress=self._progress, eval_tests=[isinstance(a, Confirm) for a, _, _ in members])
-                yield from ((a.action_id, r) for (a, _, _), r in zip(members, res))
-                continue
-            for a, mc, tc in members:
-                yield a.action_id, self.trainer.run_trial(
-                    mc, tc, to_step=to_step, from_checkpoint=self.ckpt_path(getattr(a, "from_checkpoint", None)),
-                    save_checkpoint=self.ckpt_path(getattr(a, "save_checkpoint", None)), progress=self._progress,
-                    eval_test=isinstance(a, Confirm))
+    def result(self, a: Any, fin: Any) -> dict:
+        """Writes the result row of a finished action with its arrival index; the race's event is read from it."""
+        row = result_row(self.make, a, fin.result, reproduce_tol=self.race.config.reproduce_tol)
+        how = {"backend": self.backend_name, "worker": fin.worker, "deterministic": self.deterministic,
+               "start_s": round(float(fin.start_s), 3), "finish_s": round(float(fin.finish_s), 3), **fin.meta}
+        row = dataclasses.replace(row, extra={**(row.extra or {}), "arrival": self.arrival, "executor": how})
+        self.arrival += 1
+        self.executed += 1
+        return self._append(row)
 
     # ------------------------------------------------------------------ rows
-    def _append(self, row: LedgerRow) -> None:
+    def _append(self, row: LedgerRow) -> dict:
         d = self.ledger.append(row)
         kind = row_kind(d["status"])
         self.recorded[(d["event_id"], kind)] = d
@@ -212,17 +178,7 @@ class Executor:
             # a kill here leaves the row in the run ledger only: resume reconciles (race_runner.reconcile_canonical)
             self.canonical.append(d)
             self.canonical_keys.add(key)
-
-    def _write_result(self, a: Any, res: Any) -> None:
-        if isinstance(a, Train) and a.promoted_by is not None and (a.action_id, "promoted") not in self.recorded:
-            self._append(promoted_row(self.make, a))
-        self._append(result_row(self.make, a, res, reproduce_tol=self.race.config.reproduce_tol))
-        self.executed += 1
-
-    def _write_prune(self, a: Prune) -> None:
-        if (a.action_id, "pruned") in self.recorded:
-            return
-        self._append(prune_row(self.make, a))
+        return d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,13 +233,24 @@ def result_row(make: RowMaker, a: Any, res: Any, *, reproduce_tol: float) -> Led
     extra["tokens_per_s"] = round(float(res.tokens_per_s), 3)
     if isinstance(a, Train):
         extra["rung"] = a.rung
+        extra["train_curve"] = curve_of(res)
     return make(a.config, seed=a.seed, step=step, bpb=bpb, status=status, event_id=a.action_id,
                 wall_s=_wall(res), note=note, extra=extra, test_bpb=test_bpb)
+
+
+def curve_of(res: Any) -> list[float | None]:
+    """The result's per-chunk training bits as the ledger stores them (6 decimals; non-finite = null)."""
+    return [round(float(b), 6) if b is not None and math.isfinite(b) else None
+            for b in getattr(res, "train_curve", ()) or ()]
 
 
 def prune_row(make: RowMaker, a: Prune) -> LedgerRow:
     """The row of a Prune action: a stopped trial, or a candidate config the filter dropped."""
     extra = {"trial_id": a.trial_id, "action": "prune"} if a.trial_id else {"action": "filter"}
+    if a.interval is not None:
+        extra["interval"] = [round(float(x), 6) for x in a.interval]
+    if a.verdict is not None:
+        extra["verdict"] = a.verdict
     return make(a.config, seed=a.seed, step=a.step, bpb=a.bpb, status="pruned", event_id=a.action_id,
                 decided_by=a.decided_by, score=a.score, note=a.reason, extra=extra)
 
@@ -293,13 +260,22 @@ def _wall(res: Any) -> float:
     return round(float(res.wall_s), 6)
 
 
-def event_for(a: Any, bpb: float | None, status: str, cost_s: float, test_bpb: float | None = None) -> Any:
+def event_for(a: Any, bpb: float | None, status: str, cost_s: float, test_bpb: float | None = None,
+              train_curve: Sequence[float | None] = ()) -> Any:
     """The race event answering compute action `a` (RungDone, ConfirmDone or ReproduceDone)."""
     if isinstance(a, Train):
-        return RungDone(a.action_id, a.trial_id, a.rung, a.to_step, bpb, cost_s, status)
+        return RungDone(a.action_id, a.trial_id, a.rung, a.to_step, bpb, cost_s, status, tuple(train_curve))
     if isinstance(a, Confirm):
         return ConfirmDone(a.action_id, a.seed, a.to_step, bpb, cost_s, status, test_bpb)
     return ReproduceDone(a.action_id, a.seed, a.to_step, bpb, cost_s, status)
+
+
+def event_from_row(a: Any, row: LedgerRow | Mapping[str, Any]) -> Any:
+    """The race event answering `a`, read from its result row (a LedgerRow or the ledger's dict), so a live
+    event and the one a resume reads back from the ledger are equal."""
+    d = row.to_dict() if isinstance(row, LedgerRow) else row
+    return event_for(a, d["bpb"], "diverged" if d["status"] == "diverged" else "ok", float(d.get("wall_s") or 0.0),
+                     d.get("test_bpb"), (d.get("extra") or {}).get("train_curve", ()))
 
 
 def board_add(board: Leaderboard, row: dict) -> None:

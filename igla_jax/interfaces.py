@@ -1,10 +1,22 @@
 """How accelerators plug into the race: four small roles (sampler, filter, pruner, allocator) and the defaults.
 
-Every role is pure and deterministic, optax-style: a role object closes over its hyperparameters,
-its mutable state (if any) is a frozen value carried inside the race state, and each call returns
-the new state instead of mutating anything. The race core imports no accelerator; the caller
-(the CLI) passes them in. Defaults: `RandomSampler` over the search space, no filter, no pruner,
-`RoundRobin` over families.
+Every role has one shape, optax-style: a role object closes over its hyperparameters; `init(...)`
+returns its state, a frozen value carried inside the race state (`sampler_state`, `filter_state`,
+`pruner_state`, `allocator_state`); and its decision is a pure function of (state, race state, ...)
+returning the new state, the decision and the role's current verdict (None: unchanged):
+
+    sampler.propose(state, race, family, n)      -> Proposal(state, configs, verdict)
+    filter.keep(state, configs, scores)          -> FilterDecision(state, keep, verdict)
+    pruner.judge(state, race, trial)             -> PruneDecision(state, judgement, verdict)
+    allocator.next_family(state, race, available)-> Allocation(state, family, verdict)
+
+The race records every verdict it is given in `RaceState.verdicts` (and so in the summary,
+race.json and the report); a pruner's verdict also goes on each of its prune rows. A trial's
+learning curve (the per-chunk training bits of every rung and each rung's validation BPB) is in
+`Trial.results`, so a pruner or sampler sees what the ledger recorded: a resumed or replayed race
+sees exactly what the live one saw. Only a filter's `score` computes (in the executor). The race
+core imports no accelerator; the caller (the CLI) passes them in. Defaults: `RandomSampler` over
+the search space, no filter, no pruner, `RoundRobin` over families.
 """
 from __future__ import annotations
 
@@ -32,10 +44,35 @@ class Proposal:
 
 @dataclasses.dataclass(frozen=True)
 class Judgement:
-    """A pruner's decision on one trial, with the score that decided it."""
+    """A pruner's decision on one trial, with the score that decided it (and its interval, if any)."""
     prune: bool
     score: float
     reason: str
+    interval: tuple[float, float] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneDecision:
+    """What a pruner returns: its new state, the judgement, and optionally its current verdict."""
+    state: Any
+    judgement: Judgement
+    verdict: Verdict | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterDecision:
+    """What a filter's `keep` returns: its new state, one keep flag per candidate, its verdict."""
+    state: Any
+    keep: tuple[bool, ...]
+    verdict: Verdict | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Allocation:
+    """What an allocator returns: its new state, the family chosen, and optionally its verdict."""
+    state: Any
+    family: str
+    verdict: Verdict | None = None
 
 
 @runtime_checkable
@@ -54,17 +91,24 @@ class Filter(Protocol):
     name: str
     verdict: Verdict  # the study's verdict; a filter whose verdict is disabled is never consulted
 
+    def init(self, seed: int) -> Any: ...
+
     def score(self, configs: Sequence[Config]) -> tuple[float, ...]: ...  # higher is better
 
-    def keep(self, configs: Sequence[Config], scores: Sequence[float]) -> tuple[bool, ...]: ...
+    def keep(self, state: Any, configs: Sequence[Config], scores: Sequence[float]) -> FilterDecision: ...
 
 
 @runtime_checkable
 class Pruner(Protocol):
-    """Vetoes a promotion (V4): judged on the race state and the trial about to be promoted."""
+    """Vetoes a promotion (V4): judged on its state, the race state and the trial about to be promoted.
+
+    Consulted for every promotion; it must never prune the trial that is best at its rung.
+    """
     name: str
 
-    def judge(self, race: "RaceState", trial: "Trial") -> Judgement: ...
+    def init(self, seed: int) -> Any: ...
+
+    def judge(self, state: Any, race: "RaceState", trial: "Trial") -> PruneDecision: ...
 
 
 @runtime_checkable
@@ -79,7 +123,7 @@ class Allocator(Protocol):
 
     def init(self, families: tuple[str, ...]) -> Any: ...
 
-    def next_family(self, state: Any, race: "RaceState", available: tuple[str, ...]) -> tuple[Any, str]: ...
+    def next_family(self, state: Any, race: "RaceState", available: tuple[str, ...]) -> Allocation: ...
 
     def credit(self, state: Any, family: str) -> Any: ...
 
@@ -132,12 +176,12 @@ class RoundRobin:
     def init(self, families: tuple[str, ...]) -> int:
         return 0
 
-    def next_family(self, state: int, race: "RaceState", available: tuple[str, ...]) -> tuple[int, str]:
+    def next_family(self, state: int, race: "RaceState", available: tuple[str, ...]) -> Allocation:
         fams = race.config.families
         for k in range(len(fams)):
             fam = fams[(state + k) % len(fams)]
             if fam in available:
-                return state + k + 1, fam
+                return Allocation(state + k + 1, fam)
         raise ValueError(f"round_robin: none of {fams} is available ({available})")
 
     def credit(self, state: int, family: str) -> int:

@@ -221,6 +221,14 @@ def row_key(d: Mapping[str, Any]) -> tuple[str, int, str] | None:
     return None if eid is None else (d["run_id"], int(eid), row_kind(d["status"]))
 
 
+def in_event_order(d: Mapping[str, Any]) -> bool:
+    """Whether a row is held to its run's non-decreasing event ids: every row except an asynchronous
+    result row (extra.arrival: the order in which results reached the race), whose action may have
+    been issued long before other rows were written (decisions are still written in action-id order)."""
+    extra = d.get("extra")
+    return not (row_kind(d["status"]) == "result" and isinstance(extra, dict) and _is_int(extra.get("arrival")))
+
+
 def _duplicate(key: tuple[str, int, str]) -> str:
     return f"repeats run {key[0]!r} event_id {key[1]} kind '{key[2]}'"
 
@@ -275,9 +283,10 @@ def read_ledger(path: str | os.PathLike[str], *, missing_ok: bool = False) -> Le
     """Reads and validates every line; raises LedgerError naming file and line of a bad one.
 
     A last line without its newline that is not valid JSON is a crash's truncated tail: it is
-    reported (warning + `truncated_tail`) and skipped. Event ids must not decrease within a run, and
-    a run has at most one row per (event_id, kind), kind = promoted, pruned or result (`row_kind`):
-    a repeated row (a replay written twice) would count one measurement twice.
+    reported (warning + `truncated_tail`) and skipped. Event ids must not decrease within a run
+    (asynchronous result rows aside: `in_event_order`), and a run has at most one row per
+    (event_id, kind), kind = promoted, pruned or result (`row_kind`): a repeated row (a replay
+    written twice) would count one measurement twice.
     """
     p = Path(path)
     try:
@@ -329,10 +338,11 @@ def read_ledger(path: str | os.PathLike[str], *, missing_ok: bool = False) -> Le
             raise LedgerError(f"{p}: line {lineno}: field '{bad[0]}' {bad[1]}")
         eid = obj.get("event_id")
         if eid is not None:
-            if eid < last_event.get(obj["run_id"], -1):
-                raise LedgerError(f"{p}: line {lineno}: field 'event_id' {eid} is below the run's previous "
-                                  f"event id {last_event[obj['run_id']]} (run {obj['run_id']!r})")
-            last_event[obj["run_id"]] = eid
+            if in_event_order(obj):
+                if eid < last_event.get(obj["run_id"], -1):
+                    raise LedgerError(f"{p}: line {lineno}: field 'event_id' {eid} is below the run's previous "
+                                      f"event id {last_event[obj['run_id']]} (run {obj['run_id']!r})")
+                last_event[obj["run_id"]] = eid
             key = row_key(obj)
             if key in first_line:
                 raise LedgerError(f"{p}: line {lineno}: {_duplicate(key)} of line {first_line[key]}")
@@ -353,8 +363,9 @@ class Ledger:
     """Append-only writer: validates each row, writes one JSON line, flushes and fsyncs it.
 
     Refuses the canonical ledger (assertions/seed_results.jsonl) unless canonical_ok=True.
-    Event ids must not decrease within a run, and a (run_id, event_id, kind) already in the file is
-    never written again (both checked against the rows already in the file, as `read_ledger` does).
+    Event ids must not decrease within a run (asynchronous result rows aside: `in_event_order`), and a
+    (run_id, event_id, kind) already in the file is never written again (both checked against the
+    rows already in the file, as `read_ledger` does).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, canonical_ok: bool = False):
@@ -373,7 +384,8 @@ class Ledger:
         for r, lineno in zip(read.rows, read.line_numbers):
             key = row_key(r)
             if key is not None:
-                self._last_event[r["run_id"]] = r["event_id"]
+                if in_event_order(r):
+                    self._last_event[r["run_id"]] = r["event_id"]
                 self._key_line[key] = lineno
         self._repair_tail()
         if not existed:
@@ -417,9 +429,10 @@ class Ledger:
         except LedgerError as e:
             raise LedgerError(f"{self.path}: new row: {e}") from None
         eid, key = d.get("event_id"), row_key(d)
+        ordered = key is not None and in_event_order(d)
         if key is not None:
             prev = self._last_event.get(d["run_id"])
-            if prev is not None and eid < prev:
+            if ordered and prev is not None and eid < prev:
                 raise LedgerError(f"{self.path}: new row: field 'event_id' {eid} is below the run's previous "
                                   f"event id {prev} (run {d['run_id']!r})")
             if key in self._key_line:
@@ -428,7 +441,8 @@ class Ledger:
         self._write(json.dumps(d, allow_nan=False, separators=(",", ":")).encode("utf-8") + b"\n")
         self._n_lines += 1
         if key is not None:
-            self._last_event[d["run_id"]] = eid
+            if ordered:
+                self._last_event[d["run_id"]] = eid
             self._key_line[key] = self._n_lines
         return d
 

@@ -80,6 +80,18 @@ class Prereg:
     ucb_memory_windows: int
     ucb_c: float
     ucb_regret_windows: int
+    bohb_top_fraction: float
+    bohb_candidates: int
+    bohb_bandwidth_factor: float
+    bohb_min_bandwidth: float
+    bohb_random_fraction: float
+    bohb_regret_at: float
+    surrogate_top_pruned_max: float
+    surrogate_min_predictions: int
+    curriculum_candidate_factor: int
+    curriculum_quantile: float
+    curriculum_configs: int
+    curriculum_seeds: int
     version: int = 1
     date: str = ""
     amendments: tuple[Mapping[str, Any], ...] = field(default=(), compare=False, hash=False, repr=False)
@@ -95,6 +107,9 @@ class Prereg:
 
 CONSTANT_FIELDS = tuple(f.name for f in dataclasses.fields(Prereg) if f.name not in ("source",) + META_FIELDS)
 DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
+# A physical constant, not a threshold: log2(256) bits per byte, what uniform logits score. A diverged
+# run, or a replay with no incumbent yet, counts as this (it knows nothing) where a BPB is needed.
+UNIFORM_BPB = 8.0
 
 
 class _Bad(Exception):
@@ -199,6 +214,18 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "ucb_memory_windows": lambda n, v: _int(n, v, 1),
     "ucb_c": _positive,
     "ucb_regret_windows": lambda n, v: _int(n, v, 1),
+    "bohb_top_fraction": _fraction,
+    "bohb_candidates": lambda n, v: _int(n, v, 1),
+    "bohb_bandwidth_factor": _positive,
+    "bohb_min_bandwidth": _positive,
+    "bohb_random_fraction": _fraction,
+    "bohb_regret_at": _positive,
+    "surrogate_top_pruned_max": _fraction,
+    "surrogate_min_predictions": lambda n, v: _int(n, v, 1),
+    "curriculum_candidate_factor": lambda n, v: _int(n, v, 2),
+    "curriculum_quantile": _fraction,
+    "curriculum_configs": lambda n, v: _int(n, v, 1),
+    "curriculum_seeds": lambda n, v: _int(n, v, 2),
 }
 assert set(_PARSERS) == set(CONSTANT_FIELDS), "every Prereg constant needs a parser"
 

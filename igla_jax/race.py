@@ -80,7 +80,9 @@ class Race:
                          exhausted=(), next_action_id=0, counters=Counters(),
                          sampler_state=self.sampler.init(c.seed),
                          allocator_state=self.allocator.init(c.families), verdicts=(), champion=None,
-                         seed_runs=(), stopped_by=None)
+                         seed_runs=(), stopped_by=None,
+                         pruner_state=self.pruner.init(c.seed) if self.pruner is not None else None,
+                         filter_state=self.filter.init(c.seed) if self.filter is not None else None)
 
     def replay(self, events: Sequence[Event]) -> tuple[RaceState, tuple[Action, ...]]:
         """Folds `step` over events from `init()`; returns the state and every action emitted."""
@@ -102,9 +104,10 @@ class Race:
             verdicts = state.verdicts
             if self.filter is not None:
                 verdicts = _set_verdict(verdicts, self.filter.name, self.filter.verdict)
-            allocator_verdict = getattr(self.allocator, "verdict", None)  # V6 carries the harness's verdict
-            if allocator_verdict is not None:
-                verdicts = _set_verdict(verdicts, self.allocator.name, allocator_verdict)
+            for role in (self.sampler, self.pruner, self.allocator):  # a role's verdict as known at the start
+                v = getattr(role, "verdict", None) if role is not None else None
+                if isinstance(v, Verdict):
+                    verdicts = _set_verdict(verdicts, role.name, v)
             return self._advance(dataclasses.replace(state, phase="asha", verdicts=verdicts), [])
         if isinstance(event, BudgetExhausted):
             state = dataclasses.replace(state, outstanding=(), stopped_by="budget")
@@ -135,7 +138,8 @@ class Race:
 
     def _record_rung(self, state: RaceState, a: Train, ev: RungDone) -> RaceState:
         ok = ev.status == "ok" and ev.bpb is not None and math.isfinite(ev.bpb)
-        res = RungResult(rung=a.rung, step=a.to_step, bpb=float(ev.bpb) if ok else None, cost_s=float(ev.cost_s))
+        res = RungResult(rung=a.rung, step=a.to_step, bpb=float(ev.bpb) if ok else None, cost_s=float(ev.cost_s),
+                         train_curve=tuple(ev.train_curve))
         status = "diverged" if not ok else ("done" if a.rung == len(state.config.rungs) - 1 else "waiting")
         state = _with_trial(state, a.trial_id, lambda t: dataclasses.replace(t, status=status, results=t.results + (res,)))
         return dataclasses.replace(state, counters=state.counters.add(
@@ -155,9 +159,12 @@ class Race:
         if len(ev.scores) != len(a.candidates):
             raise RaceError(f"Scored carries {len(ev.scores)} scores for {len(a.candidates)} candidates")
         assert self.filter is not None
-        keep = tuple(bool(k) for k in self.filter.keep(a.candidates, ev.scores))
+        dec = self.filter.keep(state.filter_state, a.candidates, ev.scores)
+        keep = tuple(bool(k) for k in dec.keep)
         if len(keep) != len(a.candidates):
             raise RaceError(f"filter {self.filter.name!r} returned {len(keep)} decisions for {len(a.candidates)} candidates")
+        state = dataclasses.replace(state, filter_state=dec.state,
+                                    verdicts=_set_verdict(state.verdicts, self.filter.name, dec.verdict))
         acts: list[Action] = []
         kept = tuple(c for c, k in zip(a.candidates, keep) if k)
         n_kept = len(kept)
@@ -220,12 +227,14 @@ class Race:
 
     def _pick_family(self, state: RaceState) -> tuple[RaceState, str]:
         available = tuple(f for f in state.config.families if f not in state.exhausted)
-        astate, fam = self.allocator.next_family(state.allocator_state, state, available)
+        alloc = self.allocator.next_family(state.allocator_state, state, available)
+        fam = alloc.family
         if fam not in available:  # never substituted: the allocator's choice is what runs
             why = "exhausted" if fam in state.exhausted else "not a family of the race"
             raise RaceError(f"allocator {self.allocator.name!r} chose family {fam!r} ({why}), "
                             f"not one of the available {available}")
-        return dataclasses.replace(state, allocator_state=astate), fam
+        return dataclasses.replace(state, allocator_state=alloc.state,
+                                   verdicts=_set_verdict(state.verdicts, self.allocator.name, alloc.verdict)), fam
 
     def _propose(self, state: RaceState, family: str, n: int) -> tuple[RaceState, tuple[Config, ...]]:
         prop = self.sampler.propose(state.sampler_state, state, family, n)
@@ -270,11 +279,18 @@ class Race:
         c, k = state.config, len(t.results) - 1
         r = t.results[k]
         if self.pruner is not None:
-            j = self.pruner.judge(state, t)
+            dec = self.pruner.judge(state.pruner_state, state, t)
+            j = dec.judgement
+            state = dataclasses.replace(state, pruner_state=dec.state,
+                                        verdicts=_set_verdict(state.verdicts, self.pruner.name, dec.verdict))
             if j.prune:
+                if r.bpb == min(_bpb_or_inf(x.results[k]) for x in state.trials if len(x.results) > k):
+                    raise RaceError(f"pruner {self.pruner.name!r} pruned {t.trial_id}, the best trial at rung {k + 1}")
                 state = _with_trial(state, t.trial_id, lambda x: dataclasses.replace(x, status="pruned"))
+                v = dict(state.verdicts).get(self.pruner.name)
                 state, act = _emit(state, lambda i: Prune(i, t.trial_id, t.config, t.seed, r.step, r.bpb,
-                                                          j.reason, self.pruner.name, float(j.score)))
+                                                          j.reason, self.pruner.name, float(j.score), j.interval,
+                                                          v.line() if v is not None else None))
                 acts.append(act)
                 return dataclasses.replace(state, counters=state.counters.add(pruned=1))
         state = _with_trial(state, t.trial_id, lambda x: dataclasses.replace(x, status="running"))

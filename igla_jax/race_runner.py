@@ -14,9 +14,9 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from igla_jax.executor import Executor, RowMaker, Shape, board_add, index_rows
+from igla_jax.executor import Executor, RowMaker, Shape, board_add
 from igla_jax.interfaces import RandomSampler, RoundRobin
 from igla_jax.ledger import CANONICAL_LEDGER, CodeVersion, Ledger, code_version, read_ledger, utc_now
 from igla_jax.leaderboard import Leaderboard
@@ -192,24 +192,43 @@ def ranking(state: RaceState) -> tuple:
 def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None, resume: bool = False,
              prereg: Prereg | None = None, sampler: Any = None, filter: Any = None, pruner: Any = None,
              allocator: Any = None, trainer: Any = None, progress: Any = None,
-             canonical: bool | None = None, spec_extra: dict[str, Any] | None = None) -> RaceOutcome:
+             canonical: bool | None = None, spec_extra: dict[str, Any] | None = None,
+             executor: Any = "local", workers: int | None = None, deterministic: bool | None = None,
+             ray_address: str | None = None, compile_cache: str | None = None,
+             clock: Callable[[], float] = time.monotonic) -> RaceOutcome:
     """Runs (or resumes) one race to its Finish action; see the module docstring for the files.
 
     spec_extra: what else defines the race (the CLI's accelerator flags, verdict-source hashes);
-    recorded in race.json and compared on --resume.
+    recorded in race.json and compared on --resume. executor: "local", "population", "ray" or a
+    Backend object (igla_jax.executor.Executor); workers: Train actions in flight at once (the
+    race's slots, part of its specification; default the preset's, 1); deterministic: feed results
+    in action-id order (default: when workers == 1); compile_cache: the XLA cache Ray workers use.
     """
     t0 = time.monotonic()
     pr = prereg if prereg is not None else load_prereg()
     if preset not in PRESETS:
         raise RaceSetupError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    if workers is not None and workers < 1:
+        raise RaceSetupError(f"--workers {workers!r}: must be >= 1")
+    if isinstance(executor, str):
+        from igla_jax.backends_live import BackendError, check_executor
+        try:
+            check_executor(executor, ray_address=ray_address)
+        except BackendError as e:
+            raise RaceSetupError(str(e)) from None
     ps = PRESETS[preset]
     out = Path(out)
     sampler = sampler or RandomSampler(ps.space)
     allocator = allocator or RoundRobin()
     rc = ps.race_config(pr, seed)
+    if workers is not None:
+        rc = dataclasses.replace(rc, workers=workers)
     roles = {"sampler": sampler.name, "filter": getattr(filter, "name", None),
              "pruner": getattr(pruner, "name", None), "allocator": allocator.name}
-    spec = race_spec(seed=seed, preset=preset, race_config=rc, prereg=pr, roles=roles, extra=spec_extra)
+    # the race's slots change its decisions; recorded only when not 1, so older race.json files still resume
+    slots = {"workers": rc.workers} if rc.workers != 1 else {}
+    spec = race_spec(seed=seed, preset=preset, race_config=rc, prereg=pr, roles=roles,
+                     extra={**(spec_extra or {}), **slots})
     run_id = _prepare_out(out, seed=seed, preset=preset, spec=spec, resume=resume)
     ledger = Ledger(out / "ledger.jsonl")
     rows = [r for r in read_ledger(ledger.path).rows if r.get("run_id") == run_id]
@@ -222,8 +241,9 @@ def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None
     race = Race(rc, sampler=sampler, filter=filter, pruner=pruner, allocator=allocator)
     shape = Shape(preset=preset, space=ps.space, context=ps.context, batch=ps.batch)
     ex = Executor(race, shape, out=out, run_id=run_id, version=code_version(), ledger=ledger, board=board,
-                  recorded=index_rows(rows, run_id), trainer=trainer, filter=filter, budget_s=budget_s,
-                  on_event=progress, canonical=canon, canonical_keys=canon_keys)
+                  rows=rows, trainer=trainer, filter=filter, budget_s=budget_s, clock=clock,
+                  on_event=progress, canonical=canon, canonical_keys=canon_keys, backend=executor,
+                  deterministic=deterministic, ray_address=ray_address, compile_cache=compile_cache)
     try:
         state, summary = ex.run()
         top = tuple(board.top(5))

@@ -91,6 +91,7 @@ class RungResult:
     step: int
     bpb: float | None
     cost_s: float
+    train_curve: tuple[float | None, ...] = ()  # mean training bits of each chunk trained for this rung
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +107,11 @@ class Trial:
     def rung(self) -> int:
         """Highest rung index completed (-1 before the first)."""
         return len(self.results) - 1
+
+    @property
+    def curve(self) -> tuple[float | None, ...]:
+        """The trial's whole training curve so far: mean training bits of every chunk, rung after rung."""
+        return tuple(b for r in self.results for b in r.train_curve)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +142,7 @@ class RungDone:
     bpb: float | None
     cost_s: float
     status: str  # "ok" | "diverged"
+    train_curve: tuple[float | None, ...] = ()  # mean training bits per chunk of this action (ledger: extra.train_curve)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,6 +210,8 @@ class Prune:
     reason: str
     decided_by: str
     score: float
+    interval: tuple[float, float] | None = None   # the pruner's prediction interval for `score`, when it has one
+    verdict: str | None = None                      # the deciding role's verdict line when it decided
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,6 +283,8 @@ class RaceState:
     champion: str | None
     seed_runs: tuple[SeedRun, ...]
     stopped_by: str | None
+    pruner_state: Any = None
+    filter_state: Any = None
 
     def trial(self, trial_id: str) -> Trial:
         for t in self.trials:

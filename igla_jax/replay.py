@@ -51,13 +51,22 @@ class RecordedRun:
     eval_s: tuple[float, ...]
     chunks: int                     # training chunks the recorder ran (the last one diverged, if any)
     chunk: int
+    train_bits: tuple[float | None, ...] = ()   # mean training bits of every recorded chunk
 
     @classmethod
     def from_row(cls, d: Mapping[str, Any]) -> "RecordedRun":
         return cls(config=config_from_dict(d["config"]), seed=int(d["seed"]), seed_role=d["seed_role"],
                    stratum=d["stratum"], shape=d["shape"], ladder=tuple(int(s) for s in d["ladder"]),
                    val_bpb=tuple(d["val_bpb"]), seg_cum=tuple(itertools.accumulate(float(s) for s in d["segment_s"])),
-                   eval_s=tuple(float(s) for s in d["eval_s"]), chunks=len(d["train_bits"]), chunk=int(d["chunk"]))
+                   eval_s=tuple(float(s) for s in d["eval_s"]), chunks=len(d["train_bits"]), chunk=int(d["chunk"]),
+                   train_bits=tuple(None if b is None else float(b) for b in d["train_bits"]))
+
+    def chunk_span(self, lo: int, hi: int) -> tuple[float | None, ...]:
+        """The recorded chunks of ladder segments lo+1..hi (indices; lo = -1 from step 0): the training
+        curve a live trial records between those ladder steps (chunks restart at each ladder step)."""
+        n_of = [-(-(b - a) // self.chunk) for a, b in zip((0,) + self.ladder[:-1], self.ladder)]
+        start = sum(n_of[:lo + 1])
+        return self.train_bits[start:start + sum(n_of[lo + 1:hi + 1])]
 
     def index(self, step: int, where: str) -> int:
         try:
@@ -192,6 +201,7 @@ class _Job:
     step: int
     train_s: float
     eval_s: float
+    curve: tuple[float | None, ...] = ()
 
 
 class ReplayBackend:
@@ -253,9 +263,9 @@ class ReplayBackend:
         if bpb is None:  # diverged inside (start, to]: charge the segments up to the one that diverged
             k = next(i for i in range(i0 + 1, j + 1) if r.val_bpb[i] is None)
             train = r.seg_cum[k] - (r.seg_cum[i0] if i0 >= 0 else 0.0)
-            return _Job(a, issued, r, None, max(start + 1, r.diverged_by(k)), train, 0.0)
+            return _Job(a, issued, r, None, max(start + 1, r.diverged_by(k)), train, 0.0, r.chunk_span(i0, k))
         train = r.seg_cum[j] - (r.seg_cum[i0] if i0 >= 0 else 0.0)
-        return _Job(a, issued, r, float(bpb), a.to_step, train, r.eval_s[j])
+        return _Job(a, issued, r, float(bpb), a.to_step, train, r.eval_s[j], r.chunk_span(i0, j))
 
     def submit(self, action: Any, now: float) -> None:
         job = self._answer(action, max(float(now), self._now))
@@ -292,7 +302,7 @@ class ReplayBackend:
         tps = steps * self.table.tokens_per_step / job.train_s if job.train_s > 0 else 0.0
         res = Result(val_bpb=job.bpb if job.bpb is not None else math.nan, status="ok" if job.bpb is not None
                      else "diverged", step=job.step, params=None, tokens_per_s=tps,
-                     wall_s=comp + job.train_s + job.eval_s)
+                     wall_s=comp + job.train_s + job.eval_s, train_curve=job.curve)
         meta = {"trained_seed": r.seed, "seed_role": r.seed_role, "stratum": r.stratum,
                 "compile_s": round(comp, 6), "train_s": round(job.train_s, 6), "eval_s": round(job.eval_s, 6)}
         return Finished(a, job.issued_s, start, finish, worker, res, meta,

@@ -19,6 +19,11 @@ Context is deliberately not a lever: it is fixed per race preset because the val
 configs with different contexts would be compared on different evaluation windows; it also sets
 the cost per step, which ASHA's equal-step rungs assume comparable.
 
+V7 (the online curriculum, `igla_jax.train.curriculum_select`) is not a lever but a per-race static
+option: `Config.curriculum` is False by default and then absent from `to_dict` and the id, so every
+existing id, ledger and recorded curve keeps its meaning; a config trained with the curriculum has
+`"curriculum": true` in its dict and so its own id.
+
 Presets may shrink the space (smaller widths and depths on CPU) by passing another `SearchSpace`.
 The full and quick presets keep three values per lever; the smoke preset pins the levers that
 change the compiled program (width, depth, dropout, the jepa EMA beta) to one value each, so a
@@ -59,8 +64,12 @@ class Config:
     warmup: float
     wd: float
     dropout: float
+    curriculum: bool = dataclasses.field(default=False, kw_only=True)   # V7; in the dict and id only when on
 
     def __post_init__(self) -> None:
+        if not isinstance(self.curriculum, (bool, np.bool_)):
+            raise SearchSpaceError(f"Config.curriculum={self.curriculum!r}: must be true or false")
+        object.__setattr__(self, "curriculum", bool(self.curriculum))
         if self.family not in FAMILIES:
             raise SearchSpaceError(f"Config.family={self.family!r}: choose one of {', '.join(FAMILIES)}")
         for f in _INT_FIELDS:
@@ -85,7 +94,10 @@ class Config:
             raise SearchSpaceError(f"Config.dropout={self.dropout!r}: must lie in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not self.curriculum:
+            del d["curriculum"]   # off: the dict (and the id) of every config from before V7
+        return d
 
     def canonical_json(self) -> str:
         """Sorted keys, no spaces; ints stay ints, floats use Python's shortest round-trip repr."""
@@ -107,7 +119,10 @@ class Config:
 
     def to_train_config(self, *, seed: int, total_steps: int, batch: int, **overrides: Any):
         """The core TrainConfig; total_steps is the lr-schedule horizon (the preset's final rung)."""
-        from igla_jax.train import TrainConfig  # lazy: the trainer pulls in optax
+        from igla_jax.train import CurriculumConfig, TrainConfig  # lazy: the trainer pulls in optax
+        if self.curriculum and "curriculum" not in overrides:
+            from igla_jax.prereg import load_prereg
+            overrides["curriculum"] = CurriculumConfig.from_prereg(load_prereg())
         # beta2 is not a lever; pinned to the value the committed studies (zero-cost, quick runs) used.
         return TrainConfig(lr=self.lr, beta1=self.beta1, beta2=RACE_BETA2, weight_decay=self.wd,
                            warmup_frac=self.warmup, total_steps=total_steps, batch=batch, seed=seed, **overrides)
@@ -115,16 +130,20 @@ class Config:
     def short(self) -> str:
         """Compact human-readable form for tables."""
         return (f"{self.family} w{self.width} d{self.depth} lr{self.lr:g} b{self.beta:g} "
-                f"wu{self.warmup:g} wd{self.wd:g} do{self.dropout:g}")
+                f"wu{self.warmup:g} wd{self.wd:g} do{self.dropout:g}" + (" +curriculum" if self.curriculum else ""))
 
 
 def config_from_dict(d: Mapping[str, Any], *, source: str = "config") -> Config:
     """Parses a config dict (e.g. a ledger row's 'config'); errors name `source`."""
     keys = set(d) if isinstance(d, Mapping) else None
     want = {"family", *LEVER_FIELDS}
-    if keys != want:
+    if keys != want and keys != want | {"curriculum"}:
         got = sorted(keys) if keys is not None else type(d).__name__
-        raise SearchSpaceError(f"{source}: a config needs exactly the keys {sorted(want)}, got {got}")
+        raise SearchSpaceError(f"{source}: a config needs exactly the keys {sorted(want)} (and \"curriculum\": true "
+                               f"for a V7 config), got {got}")
+    if "curriculum" in keys and d["curriculum"] is not True:
+        raise SearchSpaceError(f"{source}: \"curriculum\": {d['curriculum']!r}; a config without the curriculum "
+                               "omits the key (its canonical form), one with it has true")
     try:
         return Config(**dict(d))
     except SearchSpaceError as e:

@@ -16,7 +16,7 @@ import numpy as np
 import optax
 
 from igla_jax import checkpoint as ckpt
-from igla_jax.data import DROPOUT_STREAM, evaluate_bpb, get_batch, splits
+from igla_jax.data import DROPOUT_STREAM, evaluate_bpb, get_batch, splits, token_bits
 from igla_jax.models import (ConfigError, ModelConfig, count_params, init_params, logits_fn,
                              loss_fn, traced_hparams, update_aux)
 from igla_jax.models.mup import lr_mult_tree, wd_mult_tree
@@ -26,6 +26,31 @@ MIN_LR_RATIO = 0.1
 ADAM_EPS = 1e-8
 # Steps fused into one compiled call: amortises dispatch without changing any step's arithmetic.
 CHUNK = 32
+# V7: decay of the running quantile, an EMA of each step's candidate-batch quantile (about the
+# last 10 steps). A design constant fixed before any curriculum result existed; the candidate
+# factor and the quantile itself are pre-registered (curriculum_candidate_factor, _quantile).
+CURRICULUM_EMA = 0.9
+
+
+@dataclasses.dataclass(frozen=True)
+class CurriculumConfig:
+    """V7's static settings: factor x batch candidates per step, the running `quantile`, its EMA decay."""
+    factor: int
+    quantile: float
+    ema: float = CURRICULUM_EMA
+
+    def __post_init__(self) -> None:
+        if isinstance(self.factor, bool) or not isinstance(self.factor, int) or self.factor < 2:
+            raise ConfigError(f"CurriculumConfig.factor={self.factor!r}: must be an integer >= 2")
+        if not 0.0 < self.quantile < 1.0:
+            raise ConfigError(f"CurriculumConfig.quantile={self.quantile!r}: must lie in (0, 1)")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"CurriculumConfig.ema={self.ema!r}: must lie in [0, 1)")
+
+    @classmethod
+    def from_prereg(cls, prereg: Any) -> "CurriculumConfig":
+        """The pre-registered factor and quantile (igla_jax.prereg.load_prereg())."""
+        return cls(int(prereg.curriculum_candidate_factor), float(prereg.curriculum_quantile))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +66,7 @@ class TrainConfig:
     total_steps: int = 2000      # lr-schedule horizon (a trial may stop earlier and resume)
     batch: int = 12
     seed: int = 42
+    curriculum: CurriculumConfig | None = None   # V7 online curriculum (None: off, the default program)
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> ConfigError:
@@ -58,6 +84,8 @@ class TrainConfig:
             raise bad("total_steps", "must be >= 1")
         if self.batch < 1:
             raise bad("batch", "must be >= 1")
+        if self.curriculum is not None and not isinstance(self.curriculum, CurriculumConfig):
+            raise bad("curriculum", "must be a CurriculumConfig or None")
 
     @property
     def warmup_steps(self) -> int:
@@ -65,15 +93,27 @@ class TrainConfig:
 
 
 @flax.struct.dataclass
+class CurriculumState:
+    """V7 selection state (see `curriculum_select`); `spec` is static, so V7 is its own compiled program."""
+    q: jax.Array            # running quantile of candidate losses, bits per token (unused before step 1)
+    seen: jax.Array         # steps selected so far
+    below_cand: jax.Array   # candidates below the threshold ("already learned"), summed over steps
+    below_kept: jax.Array   # trained sequences below the threshold, summed over steps
+    spec: CurriculumConfig = flax.struct.field(pytree_node=False)
+
+
+@flax.struct.dataclass
 class TrainState:
     """Everything a trial needs to continue bit-for-bit; `cfg` is static (part of the treedef): the
-    model's `shape()`, while dropout and the jepa EMA beta live in `hparams` (traced)."""
+    model's `shape()`, while dropout and the jepa EMA beta live in `hparams` (traced). `curriculum`
+    is None (no leaves: the default program) or V7's CurriculumState."""
     step: jax.Array
     params: Any
     opt_state: Any
     aux: Any
     hparams: dict[str, jax.Array]
     cfg: ModelConfig = flax.struct.field(pytree_node=False)
+    curriculum: CurriculumState | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +126,12 @@ class TrialResult:
     wall_s: float
     train_bits: float = float("nan")   # mean training cross-entropy over the last chunk, bits
     test_bpb: float | None = None      # test-half BPB, measured only when asked (victory runs)
+    train_curve: tuple[float, ...] = ()  # mean training bits of every chunk of CHUNK steps this call trained
+    # V7 only: candidate tokens scored by forward passes in this call (never trained on), and the
+    # fractions of candidates / of trained sequences below the running quantile since step 0
+    candidate_tokens: int = 0
+    learned_candidates: float = float("nan")
+    learned_trained: float = float("nan")
 
 
 def hparams_of(tc: TrainConfig) -> dict[str, jax.Array]:
@@ -102,9 +148,14 @@ def init_state(cfg: ModelConfig, tc: TrainConfig) -> TrainState:
     configs differing only in those share one compiled program and can train as one population.
     """
     params, aux = init_params(cfg, jax.random.PRNGKey(tc.seed))
+    cur = None
+    if tc.curriculum is not None:
+        zero = lambda: jnp.zeros((), jnp.int32)  # noqa: E731  (distinct buffers: the state is donated)
+        cur = CurriculumState(q=jnp.zeros((), jnp.float32), seen=zero(), below_cand=zero(), below_kept=zero(),
+                              spec=tc.curriculum)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optax.scale_by_adam().init(params), aux=aux,
-                      hparams={**hparams_of(tc), **traced_hparams(cfg)}, cfg=cfg.shape())
+                      hparams={**hparams_of(tc), **traced_hparams(cfg)}, cfg=cfg.shape(), curriculum=cur)
 
 
 def lr_schedule(step: jax.Array, hp: dict[str, jax.Array]) -> jax.Array:
@@ -142,6 +193,48 @@ def _step(state: TrainState, x_BxL: jax.Array, y_BxL: jax.Array) -> tuple[TrainS
     return new, metrics
 
 
+def curriculum_select(state: TrainState, train_N: jax.Array, batch: int
+                      ) -> tuple[jax.Array, jax.Array, CurriculumState, jax.Array]:
+    """V7 online curriculum: the `batch` training sequences of this step, chosen from factor x batch candidates.
+
+    Candidates: get_batch(seed, step) with factor x batch windows, from the training split only
+    (train_N; no held-out byte is ever read). Each is scored by one eval-mode forward pass of the
+    current parameters (no dropout; for jepa the LM cross-entropy, the quantity BPB measures): its
+    mean bits per token. That forward is extra cost (TrialResult.candidate_tokens), never trained on.
+    Threshold: the running `quantile` (0.5: the running median) of candidate losses, kept in the
+    state as an EMA (decay `ema`) of each step's candidate-batch quantile; the first step, which
+    has no history, uses its own batch's quantile. A candidate below the threshold counts as
+    "already learned". Selected, with static shapes: every candidate at or above the threshold,
+    in draw order (a uniform random subset of them when more than `batch` qualify), then, if fewer
+    than `batch` qualify, the hardest (highest-loss) of the learned ones. So a learned sequence is
+    trained on only when too few unlearned ones were drawn, and then the least-learned first: the
+    seed plan's "drop the sequences below the running median", with the batch size held fixed for
+    jit (proven for the list model in proofs/igla/Curriculum.v, curriculum_drops_learned_first).
+    Ranking by loss alone would ignore the running quantile and pick the hardest half of each
+    draw, a per-batch median. Deterministic: a pure function of the state and train_N.
+
+    Returns (x_BxL, y_BxL, the updated CurriculumState, the selected candidate indices idx_B).
+    """
+    cur = state.curriculum
+    spec = cur.spec
+    n_cand = spec.factor * batch
+    xc, yc = get_batch(train_N, state.hparams["seed"], state.step, batch=n_cand, context=state.cfg.context)
+    loss_K = jnp.mean(token_bits(logits_fn(state.cfg, state.params, xc), yc), axis=-1)
+    q_batch = jnp.quantile(loss_K, spec.quantile)
+    first = cur.seen == 0
+    thr = jnp.where(first, q_batch, cur.q)
+    above_K = loss_K >= thr
+    iota_K = jnp.arange(n_cand, dtype=jnp.int32)
+    # sort keys: unlearned first; among them draw order; among the learned, highest loss first
+    tie_K = jnp.where(above_K, iota_K.astype(jnp.float32), -loss_K)
+    _, _, order_K = jax.lax.sort(((~above_K).astype(jnp.int32), tie_K, iota_K), num_keys=2)
+    idx_B = jnp.sort(order_K[:batch])
+    new = cur.replace(q=jnp.where(first, q_batch, spec.ema * cur.q + (1.0 - spec.ema) * q_batch),
+                      seen=cur.seen + 1, below_cand=cur.below_cand + jnp.sum(~above_K),
+                      below_kept=cur.below_kept + jnp.sum(~above_K[idx_B]))
+    return xc[idx_B], yc[idx_B], new, idx_B
+
+
 @functools.partial(jax.jit, donate_argnums=(0,))
 def train_step(state: TrainState, batch: tuple[jax.Array, jax.Array]) -> tuple[TrainState, dict]:
     """One optimiser step on an explicit batch (x_BxL, y_BxL); pure, jitted once per model shape."""
@@ -152,12 +245,18 @@ def _chunk(state: TrainState, train_N: jax.Array, end: jax.Array, batch: int) ->
     """Up to CHUNK steps, each on get_batch(seed, step); steps at or past `end` are no-ops.
 
     Every step of every trial runs through this one compiled body, so a run split at any step
-    and resumed from a checkpoint reproduces the uninterrupted run exactly.
+    and resumed from a checkpoint reproduces the uninterrupted run exactly. A state with a
+    curriculum (static in its treedef, so its own program) trains on `curriculum_select`'s batch.
     """
     def body(st: TrainState, _):
         def do(s: TrainState):
-            x, y = get_batch(train_N, s.hparams["seed"], s.step, batch=batch, context=s.cfg.context)
-            s2, m = _step(s, x, y)
+            if s.curriculum is None:
+                x, y = get_batch(train_N, s.hparams["seed"], s.step, batch=batch, context=s.cfg.context)
+                s2, m = _step(s, x, y)
+            else:
+                x, y, cur, _ = curriculum_select(s, train_N, batch)
+                s2, m = _step(s, x, y)
+                s2 = s2.replace(curriculum=cur)
             return s2, m["ce_bits"], m["loss"]
         active = st.step < end
         st2, bits, loss = jax.lax.cond(active, do, lambda s: (s, jnp.float32(0), jnp.float32(0)), st)
@@ -192,14 +291,20 @@ ProgressFn = Callable[[int, int, float], None]   # (step, to_step, train_bits)
 
 
 def train_state_to(state: TrainState, train_cfg: TrainConfig, to_step: int,
-                   progress: ProgressFn | None = None) -> tuple[TrainState, str, float]:
-    """Advance one state to `to_step`; returns (state, status, last train bits)."""
+                   progress: ProgressFn | None = None,
+                   curve: list[float] | None = None) -> tuple[TrainState, str, float]:
+    """Advance one state to `to_step`; returns (state, status, last train bits).
+
+    curve, when given, receives the mean training bits of every chunk trained (the learning curve).
+    """
     train_N = jnp.asarray(splits()[0])
     end = jnp.asarray(to_step, jnp.int32)
     bits = float("nan")
     while int(state.step) < to_step:
         state, trace = train_chunk(state, train_N, end, batch=train_cfg.batch)
         finite, bits = _summarise(np.asarray(trace))
+        if curve is not None:
+            curve.append(bits)
         if not finite:
             return state, "diverged", bits
         if progress is not None:
@@ -224,18 +329,34 @@ def run_trial(model_cfg: ModelConfig, train_cfg: TrainConfig, *, to_step: int,
     if start > to_step:
         raise ConfigError(f"checkpoint {from_checkpoint} is at step {start}, past to_step={to_step}")
     t0 = time.perf_counter()
-    state, status, bits = train_state_to(state, train_cfg, to_step, progress)
+    curve: list[float] = []
+    state, status, bits = train_state_to(state, train_cfg, to_step, progress, curve)
+    tc_curve = tuple(round(float(b), 6) for b in curve)
     jax.block_until_ready(state.params)
     wall = time.perf_counter() - t0
     tokens = (int(state.step) - start) * train_cfg.batch * model_cfg.context
     n = count_params(state.params)
+    v7 = curriculum_fields(state, int(state.step) - start, train_cfg.batch)
     if status == "diverged":
-        return TrialResult(float("nan"), "diverged", int(state.step), n, tokens / max(wall, 1e-9), wall, bits)
+        return TrialResult(float("nan"), "diverged", int(state.step), n, tokens / max(wall, 1e-9), wall, bits,
+                           train_curve=tc_curve, **v7)
     bpb = validation_bpb(state)
     test = validation_bpb(state, "test") if eval_test else None
     if save_checkpoint is not None:
         ckpt.save(save_checkpoint, state, model_cfg, train_cfg)
-    return TrialResult(bpb, "ok", int(state.step), n, tokens / max(wall, 1e-9), wall, bits, test)
+    return TrialResult(bpb, "ok", int(state.step), n, tokens / max(wall, 1e-9), wall, bits, test, tc_curve, **v7)
+
+
+def curriculum_fields(state: TrainState, steps: int, batch: int) -> dict[str, Any]:
+    """TrialResult's V7 fields for a state that trained `steps` steps in this call ({} without a curriculum)."""
+    cur = state.curriculum
+    if cur is None:
+        return {}
+    seen = max(int(cur.seen), 1)
+    n_cand = cur.spec.factor * batch
+    return {"candidate_tokens": steps * n_cand * state.cfg.context,
+            "learned_candidates": int(cur.below_cand) / (seen * n_cand),
+            "learned_trained": int(cur.below_kept) / (seen * batch)}
 
 
 def stack_states(states: list[TrainState]) -> TrainState:
@@ -253,7 +374,7 @@ def run_population(model_cfg: ModelConfig | Sequence[ModelConfig], train_cfgs: l
                    progress: ProgressFn | None = None,
                    eval_tests: list[bool] | None = None) -> list[TrialResult]:
     """Trains same-shape trials (differing in lr, betas, wd, warmup, horizon, seed, dropout or the
-    jepa EMA beta) as one vmapped program.
+    jepa EMA beta; all with the same curriculum setting) as one vmapped program.
 
     model_cfg: one config for all, or one per trial whose `shape()` agree (dropout and ema_beta
     are traced). Each trial sees exactly the batches and updates it would see alone; a trial that
@@ -273,6 +394,8 @@ def run_population(model_cfg: ModelConfig | Sequence[ModelConfig], train_cfgs: l
     if len(batches) != 1:
         raise ConfigError(f"run_population: trials differ in batch size {sorted(batches)}; shapes must match")
     batch = batches.pop()
+    if len({tc.curriculum for tc in train_cfgs}) != 1:
+        raise ConfigError("run_population: trials differ in the curriculum setting; it is static (one program each)")
     from_checkpoints = from_checkpoints or [None] * n
     save_checkpoints = save_checkpoints or [None] * n
     states = []
@@ -288,12 +411,14 @@ def run_population(model_cfg: ModelConfig | Sequence[ModelConfig], train_cfgs: l
     alive = np.ones(n, bool)
     t0 = time.perf_counter()
     bits = np.full(n, np.nan)
+    curves: list[list[float]] = [[] for _ in range(n)]
     while int(jnp.min(pop.step)) < to_step:
         pop, trace = population_chunk(pop, train_N, end, batch)
         tr = np.asarray(trace)
         for i in range(n):
-            if alive[i]:
+            if alive[i] and (tr[i][..., 2] > 0).any():
                 finite, bits[i] = _summarise(tr[i])
+                curves[i].append(round(float(bits[i]), 6))
                 alive[i] = finite
         if progress is not None:
             progress(int(jnp.min(pop.step)), to_step, float(np.nanmean(bits)))
@@ -306,13 +431,16 @@ def run_population(model_cfg: ModelConfig | Sequence[ModelConfig], train_cfgs: l
         st = unstack_state(pop, i)
         nparams = count_params(st.params)
         tps = (to_step - starts[i]) * batch * model_cfg.context / max(wall, 1e-9) / n
+        v7 = curriculum_fields(st, int(st.step) - starts[i], batch)
         if not alive[i]:
-            results.append(TrialResult(float("nan"), "diverged", int(st.step), nparams, tps, wall, float(bits[i])))
+            results.append(TrialResult(float("nan"), "diverged", int(st.step), nparams, tps, wall, float(bits[i]),
+                                       train_curve=tuple(curves[i]), **v7))
             continue
         if save_checkpoints[i] is not None:
             ckpt.save(save_checkpoints[i], st, mcs[i], tc)
         test = validation_bpb(st, "test") if eval_tests is not None and eval_tests[i] else None
-        results.append(TrialResult(validation_bpb(st), "ok", int(st.step), nparams, tps, wall, float(bits[i]), test))
+        results.append(TrialResult(validation_bpb(st), "ok", int(st.step), nparams, tps, wall, float(bits[i]), test,
+                                   tuple(curves[i]), **v7))
     return results
 
 

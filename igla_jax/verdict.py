@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
+from pathlib import Path
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,3 +28,69 @@ class Verdict:
         state = "enabled" if self.enabled else "DISABLED"
         stat = "nan" if math.isnan(self.statistic) else f"{self.statistic:.4g}"
         return f"{state} (statistic {stat} vs threshold {self.threshold:.4g}): {self.reason}"
+
+
+# ---------------------------------------------------------------- verdict files (V3, V4, V6, V7 studies)
+class VerdictFileError(ValueError):
+    """A verdict file is malformed, of another kind, or judged on another table; the message names it."""
+
+
+def write_verdict_file(path: "str | os.PathLike[str]", kind: str, verdict: Verdict, *, table: str | None,
+                       table_sha256: str | None, prereg: Any, **payload: Any) -> Path:
+    """Writes a study's verdict atomically: kind, the table (name, sha256) it was judged on, the
+    pre-registration version, the study's figures (`payload`, JSON-able, finite) and the verdict."""
+    p = Path(path)
+    data = {"kind": kind, "table": table, "table_sha256": table_sha256, "prereg_version": prereg.version,
+            **payload, "verdict": dataclasses.asdict(verdict)}
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+    return p
+
+
+def load_verdict_file(path: "str | os.PathLike[str]", kind: str, prereg: Any, *, missing: str,
+                      table_sha256: str | None = None) -> Verdict:
+    """The verdict in a study's file. A missing file gives a disabled verdict whose reason is `missing`
+    ("not judged yet"); a malformed file, another kind, or (when table_sha256 is given) a verdict
+    judged on another table raises VerdictFileError."""
+    p = Path(path)
+    if not p.is_file():
+        return Verdict(False, math.nan, prereg.alpha_per_arm, missing)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        if data.get("kind") != kind:
+            raise ValueError(f"kind {data.get('kind')!r}, expected {kind!r}")
+        v = data["verdict"]
+        verdict = Verdict(v["enabled"], float(v["statistic"]), float(v["threshold"]), v["reason"])
+        sha = data.get("table_sha256")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise VerdictFileError(f"{p}: not a {kind} file ({e})") from None
+    if table_sha256 is not None and sha != table_sha256:
+        raise VerdictFileError(f"{p}: judged on table sha256 {sha}, not the table in use ({table_sha256}); "
+                               "rerun the study")
+    return verdict
+
+
+def wilcoxon_less(x: "list[float]", y: "list[float]") -> float:
+    """One-sided Wilcoxon signed-rank p-value that x is lower than y (paired), deterministic.
+
+    Zero differences are dropped (zero_method "wilcox"); all pairs tied gives 1.0. Which null
+    distribution: SciPy's exact one when it is exact (at most 50 non-zero differences, no tied
+    magnitudes); with tied magnitudes and at most 13 non-zero differences, the exact enumeration of
+    all 2^n sign flips; otherwise the normal approximation with the tie correction. (SciPy's default
+    "auto" falls back to a *random* permutation test for small samples with ties: slow, and not
+    deterministic.)
+    """
+    from scipy.stats import PermutationMethod, wilcoxon
+    d = [a - b for a, b in zip(x, y)]
+    nz = [v for v in d if v != 0]
+    if not nz:
+        return 1.0
+    if len(nz) <= 50 and len({abs(v) for v in nz}) == len(nz):
+        method: Any = "exact"
+    elif len(nz) <= 13:
+        method = PermutationMethod(n_resamples=2 ** len(nz), rng=0)   # 2^n >= every sign flip: enumerated
+    else:
+        method = "approx"
+    return float(wilcoxon(x, y, alternative="less", zero_method="wilcox", method=method).pvalue)

@@ -247,3 +247,22 @@ def test_cli_prints_the_table_and_writes_json_and_plots(tmp_path, monkeypatch, c
     assert doc["table"]["primary_configs"] == {"phi": 192, "uniform": 192} and doc["repeats"] == {"1": 3, "4": 2}
     assert all((tmp_path / f"hypothesis_regret_w{w}.png").stat().st_size > 10_000 for w in (1, 4))
     assert main(["--table", str(tmp_path / "none.jsonl")]) == 2 and "curve table not found" in capsys.readouterr().err
+
+
+def test_parallel_jobs_give_the_same_trajectories():
+    tab = v5_table(lambda u: 2.0 + 0.01 * u)
+    budget = H.budget_s(tab, H.table_truth(tab))
+    one = H.run_methods(tab, ["asha", "asha+v3"], {1: 3, 4: 2}, budget)
+    two = H.run_methods(tab, ["asha", "asha+v3"], {1: 3, 4: 2}, budget, jobs=2)
+    assert one.trajs == two.trajs and list(one.trajs) == list(two.trajs)
+
+
+def test_parallel_jobs_skip_a_missing_peer_like_the_serial_run(monkeypatch):
+    def broken(table, repeat, workers, budget):
+        raise ImportError("no such tool")
+    monkeypatch.setitem(H.METHODS, "ghost", H.MethodSpec(broken, "peer", "test"))
+    tab = v5_table(lambda u: 2.0 + 0.01 * u)
+    budget = H.budget_s(tab, H.table_truth(tab))
+    for jobs in (1, 2):
+        run = H.run_methods(tab, ["asha", "ghost"], {1: 12}, budget, jobs=jobs)
+        assert "ghost" in run.skipped and ("ghost", 1) not in run.trajs and len(run.trajs[("asha", 1)]) == 12

@@ -8,7 +8,7 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from igla_jax.interfaces import Allocator, Judgement, RandomSampler, RoundRobin
+from igla_jax.interfaces import Allocation, Allocator, FilterDecision, Judgement, PruneDecision, RandomSampler, RoundRobin
 from igla_jax.race import (BudgetExhausted, Confirm, ConfirmDone, Finish, Prune, Race, RaceConfig, RaceError,
                            Reproduce, ReproduceDone, RungDone, Score, Scored, Start, Train, promotable)
 from igla_jax.search_space import Config
@@ -232,10 +232,13 @@ class KeepTop:
     def score(self, configs):
         return tuple(-quality(c) for c in configs)
 
-    def keep(self, configs, scores):
+    def init(self, seed):
+        return 0
+
+    def keep(self, state, configs, scores):
         k = max(1, round(0.2 * len(scores)))
         cut = sorted(scores, reverse=True)[k - 1]
-        return tuple(s >= cut for s in scores)
+        return FilterDecision(state + 1, tuple(s >= cut for s in scores))
 
 
 def test_filter_drops_with_score_and_decided_by():
@@ -258,8 +261,11 @@ def test_filter_drops_with_score_and_decided_by():
 class PruneWide:
     name: str = "test_pruner"
 
-    def judge(self, race, trial):
-        return Judgement(trial.config.width == 64, float(trial.config.width), "width 64 vetoed")
+    def init(self, seed):
+        return 0
+
+    def judge(self, state, race, trial):
+        return PruneDecision(state + 1, Judgement(trial.config.width == 64, float(trial.config.width), "width 64 vetoed"))
 
 
 def test_pruner_vetoes_promotion():
@@ -312,7 +318,7 @@ class Stubborn:
         return 0
 
     def next_family(self, state, race, available):
-        return state + 1, self.family
+        return Allocation(state + 1, self.family)
 
     def credit(self, state, family):
         return state
@@ -327,8 +333,8 @@ class Counting:
         return (RoundRobin().init(families), (), ())  # (cursor, chosen, credited)
 
     def next_family(self, state, race, available):
-        cursor, fam = RoundRobin().next_family(state[0], race, available)
-        return (cursor, state[1] + (fam,), state[2]), fam
+        a = RoundRobin().next_family(state[0], race, available)
+        return Allocation((a.state, state[1] + (a.family,), state[2]), a.family)
 
     def credit(self, state, family):
         return state[:2] + (state[2] + (family,),)
@@ -359,7 +365,7 @@ def test_round_robin_skips_exhausted_families_and_cycles_the_rest():
     state, _, _ = drive(Race(cfg(max_trials=6), sampler=DrySampler(dry="attn")))
     assert [t.config.family for t in state.trials] == ["jepa", "hybrid"] * 3
     rr, race = RoundRobin(), Race(cfg()).init()
-    assert rr.next_family(0, race, ("attn", "jepa", "hybrid")) == (1, "attn")
-    assert rr.next_family(1, race, ("attn", "hybrid")) == (3, "hybrid")
-    assert rr.next_family(3, race, ("attn", "hybrid")) == (4, "attn")
+    assert rr.next_family(0, race, ("attn", "jepa", "hybrid")) == Allocation(1, "attn")
+    assert rr.next_family(1, race, ("attn", "hybrid")) == Allocation(3, "hybrid")
+    assert rr.next_family(3, race, ("attn", "hybrid")) == Allocation(4, "attn")
     assert rr.credit(5, "attn") == 5

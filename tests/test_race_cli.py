@@ -152,9 +152,12 @@ def test_budget_stop_then_resume(tmp_path):
 def test_same_shape_actions_run_as_one_population(tmp_path):
     seq = run_race(seed=42, preset="smoke", out=tmp_path / "seq", trainer=FakeTrainer())
     pt = PopulationTrainer()
-    pop = run_race(seed=42, preset="smoke", out=tmp_path / "pop", trainer=pt)
+    pop = run_race(seed=42, preset="smoke", out=tmp_path / "pop", trainer=pt, executor="population")
     assert pt.populations == [4]  # the champion's three confirmations and its reproduction
     assert key_rows(pop.rows) == key_rows(seq.rows)
+    one = PopulationTrainer()  # the local executor trains one action at a time, whatever the trainer offers
+    run_race(seed=42, preset="smoke", out=tmp_path / "local", trainer=one)
+    assert one.populations == []
 
 
 def test_full_style_run_appends_confirmation_rows_to_canonical_once(tmp_path, monkeypatch):

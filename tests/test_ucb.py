@@ -46,7 +46,8 @@ def _bandit(alloc: UCB1Allocator, n: int, means: dict[str, float], *, seed: int 
     used = {f: 0 for f in FAMS}
     chosen = []
     for i in range(n):
-        st, fam = alloc.next_family(st, race, available)
+        a = alloc.next_family(st, race, available)
+        st, fam = a.state, a.family
         st = alloc.credit(st, fam)
         cfg = CFGS[fam][used[fam]]
         used[fam] += 1
@@ -106,12 +107,14 @@ def test_disabled_verdict_allocates_exactly_like_round_robin():
     race, st = _state(), rr.init(FAMS)
     expect = []
     for avail in (FAMS, FAMS, ("attn", "hybrid"), FAMS, ("jepa",), FAMS):
-        st, f = rr.next_family(st, race, avail)
+        a = rr.next_family(st, race, avail)
+        st, f = a.state, a.family
         expect.append(f)
     race, ust = _state(), alloc.init(FAMS)
     got = []
     for avail in (FAMS, FAMS, ("attn", "hybrid"), FAMS, ("jepa",), FAMS):
-        ust, f = alloc.next_family(ust, race, avail)
+        a = alloc.next_family(ust, race, avail)
+        ust, f = a.state, a.family
         got.append(f)
     assert got == expect and ust.mode == "round_robin"
     tab = _table({"attn": 0.0, "jepa": 0.3, "hybrid": 0.3}, n=40, preset="quick")

@@ -95,11 +95,31 @@ def _ucb_always_enabled(monkeypatch, pr):
     return pr
 
 
+def _bohb_always_enabled(monkeypatch, pr):
+    import accelerators.bohb as bohb
+    orig = bohb.bohb_verdict
+    monkeypatch.setattr(bohb, "bohb_verdict", lambda *a, **k: dataclasses.replace(orig(*a, **k), enabled=True))
+    return pr
+
+
+def _surrogate_mae_unbounded(monkeypatch, pr):
+    return dataclasses.replace(pr, surrogate_mae_max=INF)
+
+
+def _curriculum_variance_unchecked(monkeypatch, pr):
+    import accelerators.curriculum as cur
+    monkeypatch.setattr(cur, "brown_forsythe_greater", lambda *a, **k: (1.0, 0.0))
+    return pr
+
+
 MUTATIONS = {
     "v1_mup": _replace(mup_slope_max=INF),
     "v2_zero_cost": _replace(proxy_rho_min=-INF),
     "v5_phi_grid": _phi_always_enabled,
+    "v3_bohb": _bohb_always_enabled,
+    "v4_surrogate": _surrogate_mae_unbounded,
     "v6_ucb": _ucb_always_enabled,
+    "v7_curriculum": _curriculum_variance_unchecked,
     "row_unknown_sha": _drop_row_rule(W.V.UNKNOWN_SHA),
     "row_embargoed_sha_full": _no_embargo,
     "row_embargoed_sha_abbreviated": _literal_embargo,

@@ -204,10 +204,10 @@ def test_filter_keeps_top_fraction_deterministically():
     cfgs = sample(3, "attn", 10)
     on = Verdict(True, 1.0, PREREG.proxy_rho_min, "test")
     f = zc.ZeroCostFilter(on, "ensemble", PREREG.proxy_drop_fraction, context=8, batch=2, seed=0, head_dim=8)
-    keep = f.keep(cfgs, [float(i) for i in range(10)])
+    keep = f.keep(f.init(0), cfgs, [float(i) for i in range(10)]).keep
     assert sum(keep) == zc.n_kept(10, PREREG.proxy_drop_fraction) == 2 and keep[-1] and keep[-2]
-    ties = f.keep(cfgs, [1.0] * 10)
-    assert ties == f.keep(list(reversed(cfgs)), [1.0] * 10)[::-1], "ties must be broken by config id"
+    ties = f.keep(None, cfgs, [1.0] * 10).keep
+    assert ties == f.keep(None, list(reversed(cfgs)), [1.0] * 10).keep[::-1], "ties must be broken by config id"
     assert zc.n_kept(1, PREREG.proxy_drop_fraction) == 1
     with pytest.raises(ValueError):
         zc.ZeroCostFilter(on, None, PREREG.proxy_drop_fraction, context=8, batch=2, seed=0)

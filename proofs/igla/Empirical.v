@@ -66,3 +66,16 @@ Theorem ucb_arch_no_regret :
   exists C : R, forall T : nat, (2 <= T)%nat ->
     (ucb_regret T <= C * sqrt (INR T * ln (INR T)))%R.
 Admitted.
+
+(** --- INV-17 (V3): BOHB's density-ratio sampling lowers ASHA's regret at the pre-registered time T. --- *)
+
+(** Regret at T (true top-rung BPB of the incumbent minus the table's best) of replay r,
+    with BOHB on and with plain ASHA, paired by race seed. *)
+Parameter bohb_regret_at_T : nat -> Q.
+Parameter asha_regret_at_T : nat -> Q.
+(** The replays the study ran. *)
+Parameter v3_replays : list nat.
+
+Theorem bohb_regret_not_worse :
+  forall r, In r v3_replays -> bohb_regret_at_T r <= asha_regret_at_T r.
+Admitted.
