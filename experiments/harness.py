@@ -439,11 +439,14 @@ def plot_regret(run: Run, truth: Truth, budget: float, prereg: Prereg, path: Any
     times = np.geomspace(max(hi * 1e-4, 1.0), hi, 400)
     floor = 1e-3
     fig, ax = plt.subplots(figsize=(8, 5))
-    for (m, _w) in keys:
+    colors = plt.get_cmap("tab20").colors   # 20 distinct colours: a method never shares one
+    for i, (m, _w) in enumerate(keys):
         curves = np.stack([regret_curve(t, truth, times, budget) for t in run.trajs[(m, workers)]])
         q = np.quantile(np.maximum(curves, floor), [0.25, 0.5, 0.75], axis=0, method="inverted_cdf")
         q = np.where(np.isinf(q), np.nan, q)
-        line, = ax.plot(times / 3600, q[1], lw=1.6, label=m)
+        kind = METHODS[m].kind if m in METHODS else "peer"
+        line, = ax.plot(times / 3600, q[1], lw=2.2 if kind == "ours" else 1.4, color=colors[(2 * i) % 20 + (i // 10) % 2],
+                        ls="-" if kind == "ours" else ("--" if kind == "baseline" else ":"), label=m)
         ax.fill_between(times / 3600, q[0], q[2], color=line.get_color(), alpha=0.15, lw=0)
     ax.axhline(prereg.harness_regret_tol, color="black", ls="--", lw=0.8, label=f"tolerance {prereg.harness_regret_tol}")
     ax.set_xscale("log")
