@@ -130,20 +130,20 @@ def test_missing_file_names_path(tmp_path):
 
 
 def test_amendments_are_versioned_dated_and_keep_v1_constants():
-    # golden: pre-registration v5 (issues 12/13: V3, V4, V7 constants); update only with a new dated amendment
+    # golden: pre-registration v6 (v5: V3, V4, V7 constants; v6: V6's round-robin baseline); update only with a new dated amendment
     p = load_prereg()
-    assert p.version == 5 and p.date == "2026-11-26" and len(p.amendments) == 5
-    assert [a["version"] for a in p.amendments] == [1, 2, 3, 4, 5] and "selection" in p.amendments[1]["why"]
+    assert p.version == 6 and p.date == "2026-11-26" and len(p.amendments) == 6
+    assert [a["version"] for a in p.amendments] == [1, 2, 3, 4, 5, 6] and "selection" in p.amendments[1]["why"]
     assert (p.phi_explore_share, p.phi_judge_fraction, p.lr_transfer_max_shift, p.filter_score_pool,
             p.bootstrap_level) == (0.5, 0.55, 1, 10, 0.95)
     assert p.phi_top_fraction == 0.1 and p.surrogate_prune_fraction == 0.6  # v1 constants kept
 
 
 @pytest.mark.parametrize("mutate, field", [
-    (lambda d: d.update(version=6), "amendments"),
+    (lambda d: d.update(version=7), "amendments"),
     (lambda d: d.update(date="26/11/2026"), "date"),
     (lambda d: d["amendments"][1].update(why=""), "amendments[1].why"),
-    (lambda d: d["amendments"][1].update(version=6), "amendments[1].version"),
+    (lambda d: d["amendments"][1].update(version=7), "amendments[1].version"),
     (lambda d: d["amendments"][-1].update(date="2026-11-27"), "date"),
     (lambda d: d.pop("amendments"), "amendments"),
 ])

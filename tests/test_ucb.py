@@ -214,3 +214,13 @@ def test_study_cli_writes_the_verdict_file(tmp_path):
     d = json.loads(out.read_text())
     assert d["repeats"] == 3 and len(d["ucb_regrets"]) == 3 and d["table_sha256"] == curves.file_sha256(t)
     assert not load_v6_verdict(PR, out).enabled   # 3 repeats cannot reach alpha / 7
+
+
+def test_falsify_ucb_regret_power_a_placebo_is_disabled_in_almost_every_study():
+    """Power, not just possibility: a useless allocator (a random family per start) is disabled in almost every
+    resampled study against uniform allocation (the best round-robin phase, prereg v6)."""
+    from experiments.v6_power import power, regrets
+    reg = regrets(_table({"attn": 0.0, "jepa": 0.3, "hybrid": 0.3}), 12, PR)
+    res = power(reg, 10, 200, PR)
+    assert res["placebo_disabled"] >= 0.98
+    assert np.all(reg["round_robin"] <= reg["phase0"])   # the baseline is the best phase
