@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import warnings
@@ -48,7 +47,7 @@ from igla_jax.models.config import FAMILIES
 from igla_jax.prereg import Prereg, repo_root
 from igla_jax.race_types import RungResult
 from igla_jax.search_space import Config
-from igla_jax.verdict import Verdict
+from igla_jax.verdict import Verdict, VerdictFileError, read_verdict_file, write_verdict_file
 
 if TYPE_CHECKING:
     from igla_jax.race import RaceState, Trial
@@ -387,14 +386,6 @@ def surrogate_verdict(maes: Mapping[int, float], pruned: int, pruned_top: int, p
                    f"{what}: share {share:.3f} <= surrogate_top_pruned_max" + ("" if pruned else " (it pruned nothing)"))
 
 
-def _json_num(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None   # a verdict's nan statistic (nothing measured) is stored as null
-
-
-def _num(x: Any) -> float:
-    return math.nan if x is None else float(x)
-
-
 def default_verdict_path() -> Path:
     return repo_root() / "assertions" / VERDICT_FILE
 
@@ -403,18 +394,10 @@ def write_v4_verdict(path: str | os.PathLike, verdict: Verdict, *, table: str, t
                      prereg: Prereg, split_seed: int, errors: Sequence[RungErrors], pruned: int, pruned_top: int,
                      repeats: int, extra: Mapping[str, Any] | None = None) -> Path:
     """Writes the study's verdict (atomically) with the table's sha256, the MAEs and the prune counts."""
-    p = Path(path)
-    data = {"kind": VERDICT_KIND, "table": table, "table_sha256": table_sha256, "preset": preset,
-            "prereg_version": prereg.version, "split_seed": int(split_seed), "repeats": int(repeats),
-            "holdout_errors": [dataclasses.asdict(e) for e in errors], "pruned": int(pruned),
-            "pruned_top": int(pruned_top), **dict(extra or {}),
-            "verdict": {**dataclasses.asdict(verdict), "statistic": _json_num(verdict.statistic),
-                        "threshold": _json_num(verdict.threshold)}}
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, p)
-    return p
+    return write_verdict_file(path, VERDICT_KIND, verdict, table=table, table_sha256=table_sha256, prereg=prereg,
+                              preset=preset, split_seed=int(split_seed), repeats=int(repeats),
+                              holdout_errors=[dataclasses.asdict(e) for e in errors], pruned=int(pruned),
+                              pruned_top=int(pruned_top), **dict(extra or {}))
 
 
 def read_v4_verdict(prereg: Prereg, path: str | os.PathLike | None = None, *,
@@ -424,22 +407,13 @@ def read_v4_verdict(prereg: Prereg, path: str | os.PathLike | None = None, *,
     table_sha256: when given, a verdict judged on another table is refused (V4Error).
     """
     p = Path(path) if path is not None else default_verdict_path()
-    if not p.is_file():
-        return Verdict(False, math.nan, prereg.surrogate_top_pruned_max,
-                       f"not judged yet: {p} does not exist (run python -m experiments.v4_study on the curve "
-                       "table); V4 stays off, ASHA alone decides promotions"), {}
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-        if data.get("kind") != VERDICT_KIND:
-            raise ValueError(f"kind {data.get('kind')!r}, expected {VERDICT_KIND!r}")
-        v = data["verdict"]
-        verdict = Verdict(v["enabled"], _num(v["statistic"]), _num(v["threshold"]), v["reason"])
-        sha = data["table_sha256"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise V4Error(f"{p}: not a V4 verdict file ({e})") from None
-    if table_sha256 is not None and sha != table_sha256:
-        raise V4Error(f"{p}: judged on table sha256 {sha}, not the table in use ({table_sha256}); rerun the study")
-    return verdict, data
+        return read_verdict_file(p, VERDICT_KIND, prereg, table_sha256=table_sha256, label="V4 verdict",
+                                 missing_threshold=prereg.surrogate_top_pruned_max,
+                                 missing=f"not judged yet: {p} does not exist (run python -m experiments.v4_study on "
+                                         "the curve table); V4 stays off, ASHA alone decides promotions")
+    except VerdictFileError as e:
+        raise V4Error(str(e)) from None
 
 
 def load_v4_verdict(prereg: Prereg, path: str | os.PathLike | None = None, *,

@@ -15,7 +15,6 @@ round robin with a one-sided Wilcoxon signed-rank test at alpha / bonferroni_n.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from igla_jax.interfaces import Allocation, RoundRobin
 from igla_jax.prereg import Prereg, repo_root
-from igla_jax.verdict import Verdict
+from igla_jax.verdict import Verdict, VerdictFileError, load_verdict_file, write_verdict_file
 
 if TYPE_CHECKING:
     from igla_jax.race import RaceState
@@ -218,15 +217,9 @@ def write_v6_verdict(path: str | os.PathLike, verdict: Verdict, *, table: str, t
                      ucb_regrets: Sequence[float], uniform_regrets: Sequence[float], repeats: int,
                      **figures: Any) -> Path:
     """Writes the study's verdict (atomically) with the table's sha256, both regret series and any other figures."""
-    p = Path(path)
-    data = {"kind": VERDICT_KIND, "table": table, "table_sha256": table_sha256, "prereg_version": prereg.version,
-            "repeats": int(repeats), "ucb_regrets": [float(x) for x in ucb_regrets],
-            "uniform_regrets": [float(x) for x in uniform_regrets], **figures, "verdict": dataclasses.asdict(verdict)}
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, p)
-    return p
+    return write_verdict_file(path, VERDICT_KIND, verdict, table=table, table_sha256=table_sha256, prereg=prereg,
+                              repeats=int(repeats), ucb_regrets=[float(x) for x in ucb_regrets],
+                              uniform_regrets=[float(x) for x in uniform_regrets], **figures)
 
 
 def load_v6_verdict(prereg: Prereg, path: str | os.PathLike | None = None, *,
@@ -236,19 +229,9 @@ def load_v6_verdict(prereg: Prereg, path: str | os.PathLike | None = None, *,
     table_sha256: when given, a verdict judged on another table is refused (V6Error).
     """
     p = Path(path) if path is not None else default_verdict_path()
-    if not p.is_file():
-        return Verdict(False, math.nan, prereg.alpha_per_arm,
-                       f"not judged yet: {p} does not exist (run python -m experiments.v6_study on the complete "
-                       "curve table); V6 stays off, round robin allocates")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-        if data.get("kind") != VERDICT_KIND:
-            raise ValueError(f"kind {data.get('kind')!r}, expected {VERDICT_KIND!r}")
-        v = data["verdict"]
-        verdict = Verdict(v["enabled"], float(v["statistic"]), float(v["threshold"]), v["reason"])
-        sha = data["table_sha256"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise V6Error(f"{p}: not a V6 verdict file ({e})") from None
-    if table_sha256 is not None and sha != table_sha256:
-        raise V6Error(f"{p}: judged on table sha256 {sha}, not the table in use ({table_sha256}); rerun the study")
-    return verdict
+        return load_verdict_file(p, VERDICT_KIND, prereg, table_sha256=table_sha256, label="V6 verdict",
+                                 missing=f"not judged yet: {p} does not exist (run python -m experiments.v6_study "
+                                         "on the complete curve table); V6 stays off, round robin allocates")
+    except VerdictFileError as e:
+        raise V6Error(str(e)) from None

@@ -35,13 +35,19 @@ class VerdictFileError(ValueError):
     """A verdict file is malformed, of another kind, or judged on another table; the message names it."""
 
 
+def _number(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None   # a nan statistic (nothing measured) is stored as null
+
+
 def write_verdict_file(path: "str | os.PathLike[str]", kind: str, verdict: Verdict, *, table: str | None,
                        table_sha256: str | None, prereg: Any, **payload: Any) -> Path:
     """Writes a study's verdict atomically: kind, the table (name, sha256) it was judged on, the
-    pre-registration version, the study's figures (`payload`, JSON-able, finite) and the verdict."""
+    pre-registration version, the study's figures (`payload`, JSON-able, finite) and the verdict
+    (a nan statistic or threshold as null)."""
     p = Path(path)
     data = {"kind": kind, "table": table, "table_sha256": table_sha256, "prereg_version": prereg.version,
-            **payload, "verdict": dataclasses.asdict(verdict)}
+            **payload, "verdict": {**dataclasses.asdict(verdict), "statistic": _number(verdict.statistic),
+                                   "threshold": _number(verdict.threshold)}}
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n", encoding="utf-8")
@@ -49,27 +55,36 @@ def write_verdict_file(path: "str | os.PathLike[str]", kind: str, verdict: Verdi
     return p
 
 
-def load_verdict_file(path: "str | os.PathLike[str]", kind: str, prereg: Any, *, missing: str,
-                      table_sha256: str | None = None) -> Verdict:
-    """The verdict in a study's file. A missing file gives a disabled verdict whose reason is `missing`
-    ("not judged yet"); a malformed file, another kind, or (when table_sha256 is given) a verdict
-    judged on another table raises VerdictFileError."""
+def read_verdict_file(path: "str | os.PathLike[str]", kind: str, prereg: Any, *, missing: str,
+                      missing_threshold: float | None = None, table_sha256: str | None = None,
+                      label: str | None = None) -> tuple[Verdict, dict[str, Any]]:
+    """(verdict, the file's fields). A missing file gives a disabled verdict whose reason is `missing`
+    ("not judged yet") and no fields; a malformed file, another kind, or (when table_sha256 is given)
+    a verdict judged on another table raises VerdictFileError ("not a <label> file" names it)."""
     p = Path(path)
     if not p.is_file():
-        return Verdict(False, math.nan, prereg.alpha_per_arm, missing)
+        thr = prereg.alpha_per_arm if missing_threshold is None else missing_threshold
+        return Verdict(False, math.nan, thr, missing), {}
+    num = lambda x: math.nan if x is None else float(x)  # noqa: E731
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
         if data.get("kind") != kind:
             raise ValueError(f"kind {data.get('kind')!r}, expected {kind!r}")
         v = data["verdict"]
-        verdict = Verdict(v["enabled"], float(v["statistic"]), float(v["threshold"]), v["reason"])
-        sha = data.get("table_sha256")
+        verdict = Verdict(v["enabled"], num(v["statistic"]), num(v["threshold"]), v["reason"])
+        sha = data["table_sha256"]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise VerdictFileError(f"{p}: not a {kind} file ({e})") from None
+        raise VerdictFileError(f"{p}: not a {label or kind} file ({e})") from None
     if table_sha256 is not None and sha != table_sha256:
         raise VerdictFileError(f"{p}: judged on table sha256 {sha}, not the table in use ({table_sha256}); "
                                "rerun the study")
-    return verdict
+    return verdict, data
+
+
+def load_verdict_file(path: "str | os.PathLike[str]", kind: str, prereg: Any, *, missing: str,
+                      table_sha256: str | None = None, label: str | None = None) -> Verdict:
+    """The verdict alone (see `read_verdict_file`)."""
+    return read_verdict_file(path, kind, prereg, missing=missing, table_sha256=table_sha256, label=label)[0]
 
 
 def wilcoxon_less(x: "list[float]", y: "list[float]") -> float:
