@@ -41,14 +41,35 @@ def sgemm_peak_unpinned(sizes: tuple[int, ...] = (1024, 2048), reps: int = 5, ti
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def device_matmul_peak(n: int = 8192, reps: int = 10) -> dict[str, float]:
+    """An accelerator's fp32 matmul rate through jitted jnp.dot, GFLOP/s: at "highest" precision (true
+    fp32) and at JAX's default precision (what the trainer uses; TF32 tensor cores on NVIDIA GPUs)."""
+    out: dict[str, float] = {}
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    for name, prec in (("highest", jax.lax.Precision.HIGHEST), ("default", None)):
+        f = jax.jit(lambda x, p=prec: jnp.dot(x, x, precision=p))
+        f(a).block_until_ready()
+        t = time.perf_counter()
+        for _ in range(reps):
+            r = f(a)
+        r.block_until_ready()
+        out[f"gflops_{name}"] = 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+    return out
+
+
 def mfu(params: int, tokens_per_s: float, peak_gflops: float) -> float:
     """Model FLOPs utilisation: 6 x params x tokens/s over the peak (attention FLOPs not counted)."""
     return 6.0 * params * tokens_per_s / (peak_gflops * 1e9)
 
 
-def _time_chunks(fn, state, chunks: int) -> tuple[Any, float]:
+def _time_chunks(fn, state, chunks: int, first: list[float] | None = None) -> tuple[Any, float]:
+    """(state, seconds per step over `chunks` timed chunks); the first call (compile + warm-up) is timed
+    apart and appended to `first` when given."""
+    t = time.perf_counter()
     state, tr = fn(state)                      # compile + warm up
     jax.block_until_ready(tr)
+    if first is not None:
+        first.append(time.perf_counter() - t)
     t = time.perf_counter()
     for _ in range(chunks):
         state, tr = fn(state)
@@ -62,9 +83,10 @@ def single_trial(cfg: ModelConfig, tc: TrainConfig, chunks: int = 4) -> dict[str
     end = jnp.asarray(np.iinfo(np.int32).max, jnp.int32)
     state = init_state(cfg, tc)
     n = count_params(state.params)
-    _, s_per_step = _time_chunks(lambda s: train_chunk(s, train_N, end, batch=tc.batch), state, chunks)
+    first: list[float] = []
+    _, s_per_step = _time_chunks(lambda s: train_chunk(s, train_N, end, batch=tc.batch), state, chunks, first)
     tps = tc.batch * cfg.context / s_per_step
-    return {"params": n, "ms_per_step": s_per_step * 1e3, "tokens_per_s": tps}
+    return {"params": n, "ms_per_step": s_per_step * 1e3, "tokens_per_s": tps, "first_chunk_s": first[0]}
 
 
 def population_vs_sequential(cfg: ModelConfig, n_trials: int, batch: int, chunks: int = 3) -> dict[str, float]:
@@ -78,15 +100,21 @@ def population_vs_sequential(cfg: ModelConfig, n_trials: int, batch: int, chunks
         _, s = _time_chunks(lambda st: train_chunk(st, train_N, end, batch=batch), init_state(cfg, tc), chunks)
         seq_s += s
     pop = stack_states([init_state(cfg, tc) for tc in tcs])
-    _, pop_s = _time_chunks(lambda st: population_chunk(st, train_N, end, batch), pop, chunks)
+    first: list[float] = []
+    _, pop_s = _time_chunks(lambda st: population_chunk(st, train_N, end, batch), pop, chunks, first)
     tokens = n_trials * batch * cfg.context
     return {"trials": n_trials, "sequential_tokens_per_s": tokens / seq_s,
-            "population_tokens_per_s": tokens / pop_s, "speedup": seq_s / pop_s}
+            "population_tokens_per_s": tokens / pop_s, "speedup": seq_s / pop_s,
+            "population_first_chunk_s": first[0]}
 
 
 def torch_reference(*, width: int = 128, depth: int = 4, heads: int = 4, context: int = 64, batch: int = 12,
-                    vocab: int = 256, steps: int = 20, warmup: int = 3) -> dict[str, float] | None:
+                    vocab: int = 256, steps: int = 20, warmup: int = 3,
+                    device: str = "cpu") -> dict[str, float] | None:
     """ms/step and tokens/s of a PyTorch eager GPT of our reference shape, trained in this process.
+
+    device "cuda": on the GPU (torch.cuda.synchronize around the timed steps); None when torch or
+    that device is missing.
 
     The same architecture as `attn` (pre-norm LayerNorm without affine, bias-free linears, learned
     positions, GELU MLP x4, untied readout, AdamW), on random tokens: only speed is measured.
@@ -97,6 +125,9 @@ def torch_reference(*, width: int = 128, depth: int = 4, heads: int = 4, context
         from torch import nn
     except ImportError:
         return None
+    if device != "cpu" and not torch.cuda.is_available():
+        return None
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
     torch.manual_seed(0)
 
     class Block(nn.Module):
@@ -129,10 +160,10 @@ def torch_reference(*, width: int = 128, depth: int = 4, heads: int = 4, context
                 h = b(h)
             return self.head(nn.functional.layer_norm(h, (width,)))
 
-    model = GPT()
+    model = GPT().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = torch.randint(0, vocab, (batch, context))
-    y = torch.randint(0, vocab, (batch, context))
+    x = torch.randint(0, vocab, (batch, context), device=device)
+    y = torch.randint(0, vocab, (batch, context), device=device)
 
     def step() -> None:
         loss = nn.functional.cross_entropy(model(x).view(-1, vocab), y.view(-1))
@@ -141,9 +172,12 @@ def torch_reference(*, width: int = 128, depth: int = 4, heads: int = 4, context
         opt.step()
     for _ in range(warmup):
         step()
+    sync()
     t = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     s = (time.perf_counter() - t) / steps
     return {"params": sum(p.numel() for p in model.parameters()), "ms_per_step": s * 1e3,
-            "tokens_per_s": batch * context / s, "threads": torch.get_num_threads(), "version": torch.__version__}
+            "tokens_per_s": batch * context / s, "threads": torch.get_num_threads(), "version": torch.__version__,
+            "device": device}

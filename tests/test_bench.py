@@ -68,3 +68,33 @@ def test_bench_with_a_measured_reference_prints_the_ratio(monkeypatch, capsys):
                                           "threads": 2, "version": "fake"})
     assert out["single_trial"]["vs_pytorch_reference"] == pytest.approx(0.5)
     assert out["pytorch_reference"]["mfu_vs_fp32_peak"] == pytest.approx(6 * 900_000 * 20_000 / 100e9, abs=1e-3)
+
+
+def test_bench_on_an_accelerator_uses_the_device_peak_and_a_cuda_reference(monkeypatch, capsys):
+    """On a GPU backend MFU is against the device's own fp32 matmul rate (not the host CPU's) and the
+    PyTorch reference is asked for on cuda."""
+    from experiments import bench_throughput as bt
+    asked = {}
+
+    def fake_torch(**kw):
+        asked.update(kw)
+        return {"params": 900_000, "ms_per_step": 4.0, "tokens_per_s": 200_000.0, "threads": 16,
+                "version": "fake", "device": kw["device"]}
+    monkeypatch.setattr(bt.jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(bt, "device_matmul_peak", lambda: {"gflops_highest": 1000.0, "gflops_default": 4000.0})
+    _bench(monkeypatch, capsys, fake_torch(device="cuda"))   # fakes every measurement
+    monkeypatch.setattr(bt, "torch_reference", fake_torch)
+    assert bt.main(["--population", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert asked["device"] == "cuda"
+    assert out["single_trial"]["mfu_vs_fp32_peak"] == pytest.approx(6 * 1_000_000 * 10_000 / 1000e9, abs=1e-3)
+    assert out["single_trial"]["mfu_vs_default_precision_peak"] == pytest.approx(6 * 1_000_000 * 10_000 / 4000e9, abs=1e-4)
+    assert "mfu_vs_avx2_pinned_peak" not in out["single_trial"]
+    assert out["single_trial"]["vs_pytorch_reference"] == pytest.approx(0.05)
+    assert out["device_matmul_peak_gflops"] == {"gflops_highest": 1000.0, "gflops_default": 4000.0}
+
+
+def test_device_matmul_peak_measures_both_precisions():
+    from igla_jax.bench import device_matmul_peak
+    peak = device_matmul_peak(n=128, reps=2)
+    assert set(peak) == {"gflops_highest", "gflops_default"} and all(v > 0 for v in peak.values())
