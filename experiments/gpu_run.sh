@@ -4,7 +4,7 @@
 #   2. python -m experiments.bench_throughput: the reference shape, the device's fp32 matmul peak,
 #      a same-run PyTorch (cuda) reference, populations of 8 and 64 at the proxy shape;
 #   3. python -m experiments.race --seed 42 --preset full --executor population, with the wall-clock
-#      budget that is left (default: the call's 600 s minus what 1-2 took minus a 60 s margin), so the
+#      budget that is left (the call's seconds minus what 1-2 took minus a 40 s margin), so the
 #      race stops cleanly and its ledger, leaderboard and summary come back.
 # Usage (repo root): OUT=dir bash experiments/gpu_run.sh [call_seconds] [workers]
 # Results: $OUT/env.txt, $OUT/bench.json, $OUT/race.log, $OUT/race_run.tgz (the run directory without
