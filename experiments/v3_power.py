@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -66,15 +65,10 @@ def regrets(table: Any, seeds: int, prereg: Any, progress: Any = None) -> dict[s
 def power(reg: dict[str, Any], repeats: int, studies: int, prereg: Any, seed: int = 0) -> dict[str, Any]:
     """Enable rates of the study's test over `studies` resampled sets of `repeats` paired seeds."""
     from accelerators.bohb import bohb_verdict
-    rng = np.random.default_rng(seed)
-    n = len(reg["asha"])
-    on = {"bohb": 0, "placebo": 0}
-    for _ in range(studies):
-        idx = rng.integers(0, n, repeats)
-        for k in on:
-            on[k] += bohb_verdict(reg[k][idx], reg["asha"][idx], prereg).enabled
-    return {"studies": studies, "repeats": repeats, "seeds": n,
-            "placebo_disabled": 1 - on["placebo"] / studies, "bohb_enabled": on["bohb"] / studies,
+    from experiments.power import resampled_enable_rates
+    on = resampled_enable_rates(reg, "asha", ("bohb", "placebo"), bohb_verdict, repeats, studies, prereg, seed)
+    return {"studies": studies, "repeats": repeats, "seeds": len(reg["asha"]),
+            "placebo_disabled": 1 - on["placebo"], "bohb_enabled": on["bohb"],
             "mean_regret": {k: float(np.mean(reg[k])) for k in ("asha", "bohb", "placebo")}}
 
 
@@ -104,26 +98,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CurveError, ValueError, OSError) as e:
         print(f"v3_power: {e}", file=sys.stderr)
         return 2
+    from experiments.power import finish, progress_printer
     t0 = time.monotonic()
-
-    def progress(i: int, n: int) -> None:
-        if i == n or i % max(1, n // 10) == 0:
-            print(f"  replayed {i}/{n} seeds x 3 arms ({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
-    reg = regrets(table, a.seeds, pr, progress)
+    reg = regrets(table, a.seeds, pr, progress_printer(3))
     res = power(reg, a.repeats, a.studies, pr)
-    doc = {"table": table.name, "table_sha256": table.sha256, "t_s": reg["t_s"], **res,
-           "command": "python -m experiments.v3_power " + " ".join(sys.argv[1:] if argv is None else argv),
-           "wall_s": round(time.monotonic() - t0, 1)}
-    print(f"{table.name}: T = {reg['t_s']:.1f} simulated s; mean regret at T: ASHA {res['mean_regret']['asha']:.4f}, "
-          f"BOHB {res['mean_regret']['bohb']:.4f}, placebo {res['mean_regret']['placebo']:.4f}")
-    print(f"over {a.studies} studies of {a.repeats} paired replays (resampled from {a.seeds} seeds): the placebo is "
-          f"disabled in {100 * res['placebo_disabled']:.1f} %, BOHB enabled in {100 * res['bohb_enabled']:.1f} % "
-          f"(the falsifier's power here)")
-    if a.out is not None:
-        a.out.write_text(json.dumps(doc, indent=1) + "\n")
-        print(f"wrote {a.out}")
-    return 0
-
+    m = res["mean_regret"]
+    return finish("v3_power", argv, table, res, a.out, t0, [
+        f"{table.name}: T = {reg['t_s']:.1f} simulated s; mean regret at T: ASHA {m['asha']:.4f}, "
+        f"BOHB {m['bohb']:.4f}, placebo {m['placebo']:.4f}",
+        f"over {a.studies} studies of {a.repeats} paired replays (resampled from {a.seeds} seeds): the placebo is "
+        f"disabled in {100 * res['placebo_disabled']:.1f} %, BOHB enabled in {100 * res['bohb_enabled']:.1f} % "
+        f"(the falsifier's power here)"], t_s=reg["t_s"])
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -61,16 +60,12 @@ def regrets(table: Any, seeds: int, prereg: Any, progress: Any = None) -> dict[s
 
 
 def power(reg: dict[str, np.ndarray], repeats: int, studies: int, prereg: Any, seed: int = 0) -> dict[str, Any]:
+    """Enable rates of the study's test over `studies` resampled sets of `repeats` paired seeds."""
     from accelerators.ucb import ucb_verdict
-    rng = np.random.default_rng(seed)
-    n = len(reg["round_robin"])
-    on = {"ucb1": 0, "placebo": 0}
-    for _ in range(studies):
-        idx = rng.integers(0, n, repeats)
-        for k in on:
-            on[k] += ucb_verdict(reg[k][idx], reg["round_robin"][idx], prereg).enabled
-    return {"studies": studies, "repeats": repeats, "seeds": n,
-            "placebo_disabled": 1 - on["placebo"] / studies, "ucb1_enabled": on["ucb1"] / studies,
+    from experiments.power import resampled_enable_rates
+    on = resampled_enable_rates(reg, "round_robin", ("ucb1", "placebo"), ucb_verdict, repeats, studies, prereg, seed)
+    return {"studies": studies, "repeats": repeats, "seeds": len(reg["round_robin"]),
+            "placebo_disabled": 1 - on["placebo"], "ucb1_enabled": on["ucb1"],
             "mean_regret": {k: float(np.mean(reg[k])) for k in ("round_robin", "ucb1", "placebo")}}
 
 
@@ -92,27 +87,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CurveError, ValueError, OSError) as e:
         print(f"v6_power: {e}", file=sys.stderr)
         return 2
+    from experiments.power import finish, progress_printer
     t0 = time.monotonic()
-
-    def progress(i: int, n: int) -> None:
-        if i == n or i % max(1, n // 10) == 0:
-            print(f"  replayed {i}/{n} seeds x 3 arms ({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
-    reg = regrets(table, a.seeds, pr, progress)
+    reg = regrets(table, a.seeds, pr, progress_printer(3))
     res = power(reg, a.repeats, a.studies, pr)
-    doc = {"table": table.name, "table_sha256": table.sha256, **res,
-           "command": "python -m experiments.v6_power " + " ".join(sys.argv[1:] if argv is None else argv),
-           "wall_s": round(time.monotonic() - t0, 1)}
     m = res["mean_regret"]
-    print(f"{table.name}: mean last-window regret: round robin {m['round_robin']:.4f}, UCB1 {m['ucb1']:.4f}, "
-          f"placebo {m['placebo']:.4f}")
-    print(f"over {a.studies} studies of {a.repeats} paired replays (resampled from {a.seeds} seeds): the placebo is "
-          f"disabled in {100 * res['placebo_disabled']:.1f} %, UCB1 enabled in {100 * res['ucb1_enabled']:.1f} % "
-          f"(the falsifier's power here)")
-    if a.out is not None:
-        a.out.write_text(json.dumps(doc, indent=1) + "\n")
-        print(f"wrote {a.out}")
-    return 0
-
+    return finish("v6_power", argv, table, res, a.out, t0, [
+        f"{table.name}: mean last-window regret: round robin {m['round_robin']:.4f}, UCB1 {m['ucb1']:.4f}, "
+        f"placebo {m['placebo']:.4f}",
+        f"over {a.studies} studies of {a.repeats} paired replays (resampled from {a.seeds} seeds): the placebo is "
+        f"disabled in {100 * res['placebo_disabled']:.1f} %, UCB1 enabled in {100 * res['ucb1_enabled']:.1f} % "
+        f"(the falsifier's power here)"])
 
 if __name__ == "__main__":
     sys.exit(main())
