@@ -21,7 +21,7 @@ def layer_norm(x_xD: jax.Array, eps: float = 1e-5) -> jax.Array:
 
 def dense(cfg: ModelConfig, features: int, role: Role, name: str) -> MupDense:
     return MupDense(features=features, role=role, parametrization=cfg.param, width=cfg.width,
-                    d_base=cfg.d_base, alpha_out=cfg.alpha_out, name=name)
+                    d_base=cfg.d_base, alpha_out=cfg.alpha_out, matmul_dtype=cfg.matmul_dtype, name=name)
 
 
 class Embed(nn.Module):
