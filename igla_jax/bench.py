@@ -62,31 +62,43 @@ def mfu(params: int, tokens_per_s: float, peak_gflops: float) -> float:
     return 6.0 * params * tokens_per_s / (peak_gflops * 1e9)
 
 
-def _time_chunks(fn, state, chunks: int, first: list[float] | None = None) -> tuple[Any, float]:
+def _time_chunks(fn, state, chunks: int, first: list[float] | None = None,
+                 each: list[float] | None = None) -> tuple[Any, float]:
     """(state, seconds per step over `chunks` timed chunks); the first call (compile + warm-up) is timed
-    apart and appended to `first` when given."""
+    apart and appended to `first` when given; `each`, when given, receives every chunk's seconds per step."""
     t = time.perf_counter()
     state, tr = fn(state)                      # compile + warm up
     jax.block_until_ready(tr)
     if first is not None:
         first.append(time.perf_counter() - t)
-    t = time.perf_counter()
+    t0 = t = time.perf_counter()
     for _ in range(chunks):
         state, tr = fn(state)
+        if each is not None:
+            jax.block_until_ready(tr)
+            each.append((time.perf_counter() - t) / CHUNK)
+            t = time.perf_counter()
     jax.block_until_ready(tr)
-    return state, (time.perf_counter() - t) / (chunks * CHUNK)
+    return state, (time.perf_counter() - t0) / (chunks * CHUNK)
 
 
 def single_trial(cfg: ModelConfig, tc: TrainConfig, chunks: int = 4) -> dict[str, float]:
-    """ms/step and tokens/s of one trial's steady-state training loop."""
+    """ms/step and tokens/s of one trial's steady-state training loop.
+
+    ms_per_step is the fastest of `chunks` separately timed chunks of CHUNK steps (the cores here are
+    shared: the minimum is the least disturbed figure), ms_per_step_median the median chunk.
+    """
     train_N = jnp.asarray(splits()[0])
     end = jnp.asarray(np.iinfo(np.int32).max, jnp.int32)
     state = init_state(cfg, tc)
     n = count_params(state.params)
     first: list[float] = []
-    _, s_per_step = _time_chunks(lambda s: train_chunk(s, train_N, end, batch=tc.batch), state, chunks, first)
+    each: list[float] = []
+    _time_chunks(lambda s: train_chunk(s, train_N, end, batch=tc.batch), state, chunks, first, each)
+    s_per_step = min(each)
     tps = tc.batch * cfg.context / s_per_step
-    return {"params": n, "ms_per_step": s_per_step * 1e3, "tokens_per_s": tps, "first_chunk_s": first[0]}
+    return {"params": n, "ms_per_step": s_per_step * 1e3, "ms_per_step_median": float(np.median(each)) * 1e3,
+            "tokens_per_s": tps, "first_chunk_s": first[0]}
 
 
 def population_vs_sequential(cfg: ModelConfig, n_trials: int, batch: int, chunks: int = 3) -> dict[str, float]:
@@ -109,9 +121,12 @@ def population_vs_sequential(cfg: ModelConfig, n_trials: int, batch: int, chunks
 
 
 def torch_reference(*, width: int = 128, depth: int = 4, heads: int = 4, context: int = 64, batch: int = 12,
-                    vocab: int = 256, steps: int = 20, warmup: int = 3,
+                    vocab: int = 256, steps: int = 20, warmup: int = 3, rounds: int = 6,
                     device: str = "cpu") -> dict[str, float] | None:
     """ms/step and tokens/s of a PyTorch eager GPT of our reference shape, trained in this process.
+
+    `steps` timed steps in `rounds` separately timed rounds; ms_per_step is the fastest round's
+    (ms_per_step_median beside it), as in single_trial.
 
     device "cuda": on the GPU (torch.cuda.synchronize around the timed steps); None when torch or
     that device is missing.
@@ -173,11 +188,16 @@ def torch_reference(*, width: int = 128, depth: int = 4, heads: int = 4, context
     for _ in range(warmup):
         step()
     sync()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    s = (time.perf_counter() - t) / steps
+    per_round = max(1, steps // rounds)
+    each = []
+    for _ in range(max(1, steps // per_round)):
+        t = time.perf_counter()
+        for _ in range(per_round):
+            step()
+        sync()
+        each.append((time.perf_counter() - t) / per_round)
+    s = min(each)   # the fastest round, as single_trial's fastest chunk
     return {"params": sum(p.numel() for p in model.parameters()), "ms_per_step": s * 1e3,
+            "ms_per_step_median": float(np.median(each)) * 1e3,
             "tokens_per_s": batch * context / s, "threads": torch.get_num_threads(), "version": torch.__version__,
             "device": device}

@@ -40,10 +40,13 @@ def save(path: str | Path, state: Any, model_cfg: Any, train_cfg: Any) -> None:
 
 
 def _cfg_json(cfg: Any) -> str:
-    """A config as the checkpoint records it; an unset curriculum is left out, as format 2 wrote it."""
+    """A config as the checkpoint records it; an unset curriculum and the default float32 matmuls are
+    left out, as the formats before them wrote it."""
     d = dataclasses.asdict(cfg)
     if "curriculum" in d and d["curriculum"] is None:
         del d["curriculum"]
+    if d.get("matmul_dtype") == "float32":
+        del d["matmul_dtype"]
     return json.dumps(d, sort_keys=True)
 
 

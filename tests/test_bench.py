@@ -34,21 +34,22 @@ def test_torch_reference_is_none_without_torch(monkeypatch):
     assert torch_reference(steps=1, warmup=0) is None
 
 
-def _bench(monkeypatch, capsys, torch_ref) -> tuple[dict, str]:
+def _bench(monkeypatch, capsys, torch_ref, *flags: str) -> tuple[dict, str]:
     """Runs the bench CLI with every measurement faked (known numbers); returns (JSON, stderr)."""
     from experiments import bench_throughput as bt
     monkeypatch.setattr(bt, "sgemm_peak_gflops", lambda: 50.0)
     monkeypatch.setattr(bt, "sgemm_peak_unpinned", lambda: {"gflops": 100.0, "blas": [{"internal_api": "openblas",
                         "architecture": "SkylakeX", "version": "x", "num_threads": 2}], "openblas_env": {}})
     monkeypatch.setattr(bt, "blas_info", lambda: [{"internal_api": "openblas", "architecture": "Haswell"}])
-    monkeypatch.setattr(bt, "single_trial", lambda cfg, tc, chunks: {"params": 1_000_000, "ms_per_step": 76.8,
-                                                                     "tokens_per_s": 10_000.0})
+    # float32 matmuls: 10,000 tokens/s; bfloat16: 15,000
+    monkeypatch.setattr(bt, "single_trial", lambda cfg, tc, chunks: {
+        "params": 1_000_000, "ms_per_step": 76.8, "tokens_per_s": 15_000.0 if cfg.matmul_dtype == "bfloat16" else 10_000.0})
     monkeypatch.setattr(bt, "population_vs_sequential", lambda *a: {"trials": 2, "speedup": 1.0})
     if torch_ref is None:
         monkeypatch.setitem(sys.modules, "torch", None)   # the real torch_reference, without torch
     else:
         monkeypatch.setattr(bt, "torch_reference", lambda **kw: torch_ref)
-    assert bt.main(["--population", "2"]) == 0
+    assert bt.main(["--population", "2", *flags]) == 0
     cap = capsys.readouterr()
     return json.loads(cap.out), cap.err
 
@@ -68,6 +69,16 @@ def test_bench_with_a_measured_reference_prints_the_ratio(monkeypatch, capsys):
                                           "threads": 2, "version": "fake"})
     assert out["single_trial"]["vs_pytorch_reference"] == pytest.approx(0.5)
     assert out["pytorch_reference"]["mfu_vs_fp32_peak"] == pytest.approx(6 * 900_000 * 20_000 / 100e9, abs=1e-3)
+
+
+def test_bench_bf16_flag_times_bfloat16_matmuls_beside_float32(monkeypatch, capsys):
+    ref = {"params": 900_000, "ms_per_step": 40.0, "tokens_per_s": 20_000.0, "threads": 2, "version": "fake"}
+    out, _ = _bench(monkeypatch, capsys, ref)
+    assert "single_trial_bf16_matmuls" not in out
+    out, _ = _bench(monkeypatch, capsys, ref, "--bf16")
+    lo = out["single_trial_bf16_matmuls"]
+    assert lo["vs_pytorch_reference"] == pytest.approx(0.75) and out["single_trial"]["vs_pytorch_reference"] == pytest.approx(0.5)
+    assert lo["mfu_vs_fp32_peak"] == pytest.approx(0.9)
 
 
 def test_bench_on_an_accelerator_uses_the_device_peak_and_a_cuda_reference(monkeypatch, capsys):
@@ -98,3 +109,11 @@ def test_device_matmul_peak_measures_both_precisions():
     from igla_jax.bench import device_matmul_peak
     peak = device_matmul_peak(n=128, reps=2)
     assert set(peak) == {"gflops_highest", "gflops_default"} and all(v > 0 for v in peak.values())
+
+
+def test_single_trial_reports_its_fastest_chunk_and_the_median():
+    from conftest import tiny_model, tiny_train
+    from igla_jax.bench import single_trial
+    r = single_trial(tiny_model(), tiny_train(), chunks=3)
+    assert 0 < r["ms_per_step"] <= r["ms_per_step_median"]
+    assert r["tokens_per_s"] == pytest.approx(4 * 16 / (r["ms_per_step"] / 1e3))

@@ -95,6 +95,19 @@ def test_checkpoint_of_another_traced_hparam_is_refused(tmp_path, family, field,
     assert int(ckpt.restore(tmp_path / "a.ckpt", init_state(mine, tc), mine, tc).step) == 4
 
 
+def test_bf16_matmuls_train_deterministically_and_their_checkpoint_is_their_own(tmp_path):
+    """--matmul-dtype bfloat16: trains, same seed same bits; a float32 checkpoint keeps its old metadata
+    (no matmul_dtype key) and a bf16 one is refused by a float32 config."""
+    lo, tc = tiny_model(matmul_dtype="bfloat16"), tiny_train()
+    a = run_trial(lo, tc, to_step=40, save_checkpoint=tmp_path / "lo.ckpt")
+    b = run_trial(lo, tc, to_step=40)
+    assert a.status == "ok" and a.val_bpb < 6.0 and a.val_bpb == b.val_bpb
+    assert "matmul_dtype" not in ckpt._cfg_json(tiny_model()) and "bfloat16" in ckpt._cfg_json(lo)
+    with pytest.raises(ckpt.CheckpointError, match="model_cfg"):
+        run_trial(tiny_model(), tc, to_step=44, from_checkpoint=tmp_path / "lo.ckpt")
+    assert run_trial(lo, tc, to_step=44, from_checkpoint=tmp_path / "lo.ckpt").step == 44
+
+
 def test_nan_loss_ends_trial_as_diverged_without_raising():
     res = run_trial(tiny_model(), tiny_train(lr=1e6, warmup_frac=0.0), to_step=64)
     assert res.status == "diverged" and np.isnan(res.val_bpb)
@@ -178,6 +191,7 @@ def test_cli_json_last_line():
     (["--width", "100", "--head-dim", "32"], "multiple of head_dim"),
     (["--steps", "0"], "--steps"),
     (["--width", "abc"], "invalid int"),
+    (["--matmul-dtype", "float16"], "--matmul-dtype"),
 ])
 def test_cli_bad_flags_exit_2_with_one_clear_error(args, needle):
     p = _cli(*args)

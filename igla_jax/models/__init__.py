@@ -11,12 +11,12 @@ import flax.linen as nn
 from igla_jax.data import token_bits
 from igla_jax.models import mup
 from igla_jax.models.attn import AttnLM, Encoder
-from igla_jax.models.config import FAMILIES, TRACED_FIELDS, ConfigError, ModelConfig
+from igla_jax.models.config import FAMILIES, MATMUL_DTYPES, TRACED_FIELDS, ConfigError, ModelConfig
 from igla_jax.models.hybrid import HybridLM
 from igla_jax.models.jepa import JepaLM, ema_update, latent_loss
 
 __all__ = [
-    "FAMILIES", "TRACED_FIELDS", "ConfigError", "ModelConfig", "build_model", "init_params", "loss_fn",
+    "FAMILIES", "MATMUL_DTYPES", "TRACED_FIELDS", "ConfigError", "ModelConfig", "build_model", "init_params", "loss_fn",
     "logits_fn", "update_aux", "traced_hparams", "count_params", "non_embedding_params", "intermediates",
     "ema_update", "mup",
 ]

@@ -5,6 +5,9 @@ import dataclasses
 
 FAMILIES = ("attn", "jepa", "hybrid")
 PARAMETRIZATIONS = ("mup", "sp")
+# Operand dtype of the dense layers' matmuls (accumulation is always float32): "float32", the
+# default every recorded result used, or "bfloat16" (issue 15: a speed option, off by default).
+MATMUL_DTYPES = ("float32", "bfloat16")
 # Hyperparameters the compiled programs take as traced values (TrainState.hparams), not as constants.
 TRACED_FIELDS = ("dropout", "ema_beta")
 
@@ -32,12 +35,15 @@ class ModelConfig:
     alpha_in: float = 1.0
     alpha_out: float = 1.0
     alpha_attn: float = 1.0
+    matmul_dtype: str = "float32"   # see MATMUL_DTYPES; static (part of shape())
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> ConfigError:
             return ConfigError(f"ModelConfig.{field}={getattr(self, field)!r}: {why}")
         if self.family not in FAMILIES:
             raise bad("family", f"unknown model family; choose one of {', '.join(FAMILIES)}")
+        if self.matmul_dtype not in MATMUL_DTYPES:
+            raise bad("matmul_dtype", f"choose one of {', '.join(MATMUL_DTYPES)}")
         if self.param not in PARAMETRIZATIONS:
             raise bad("param", f"choose one of {', '.join(PARAMETRIZATIONS)}")
         for f in ("width", "depth", "context", "head_dim", "d_base", "vocab", "mlp_ratio", "jepa_horizon"):

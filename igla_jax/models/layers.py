@@ -21,7 +21,7 @@ def layer_norm(x_xD: jax.Array, eps: float = 1e-5) -> jax.Array:
 
 def dense(cfg: ModelConfig, features: int, role: Role, name: str) -> MupDense:
     return MupDense(features=features, role=role, parametrization=cfg.param, width=cfg.width,
-                    d_base=cfg.d_base, alpha_out=cfg.alpha_out, name=name)
+                    d_base=cfg.d_base, alpha_out=cfg.alpha_out, matmul_dtype=cfg.matmul_dtype, name=name)
 
 
 class Embed(nn.Module):
@@ -78,15 +78,17 @@ class Mlp(nn.Module):
 def dropout(y: jax.Array, rate: jax.Array | float, key: jax.Array) -> jax.Array:
     """Inverted dropout at a traced rate in [0, 1): y kept with probability 1 - rate, scaled by 1 / (1 - rate).
 
-    Rate 0 takes the identity branch of a lax.cond: no bits are drawn (drawing them at every rate
-    cost 10-25 % of a step at the quick shape on 2 CPU cores) and the loss and gradients equal
-    the dropout-free program's bit for bit (tests/test_models.py). Under vmap (a population) the
-    cond becomes a select: the bits are drawn, the mask is all ones and the scale 1, y exactly.
+    Only the keep mask sits in a lax.cond: at rate 0 it is all ones and no bits are drawn (drawing
+    them at every rate cost 10-25 % of a step at the quick shape on 2 CPU cores), so y / 1 = y and
+    the loss and gradients equal the dropout-free program's bit for bit (tests/test_models.py). The
+    backward pass has no cond (one around the whole branch cost ~3 % of a reference-shape step,
+    issue 15). Under vmap (a population) the cond becomes a select: the bits are drawn, the mask is
+    all ones and the scale 1, y exactly.
     """
-    def drop(y: jax.Array) -> jax.Array:
-        keep = 1.0 - jnp.asarray(rate, y.dtype)
-        return jnp.where(jax.random.bernoulli(key, keep, y.shape), y / keep, jnp.zeros_like(y))
-    return jax.lax.cond(jnp.asarray(rate) > 0, drop, lambda y: y, y)
+    keep = 1.0 - jnp.asarray(rate, y.dtype)
+    mask = jax.lax.cond(jnp.asarray(rate) > 0, lambda: jax.random.bernoulli(key, keep, y.shape),
+                        lambda: jnp.ones(y.shape, bool))
+    return jnp.where(mask, y / keep, jnp.zeros_like(y))
 
 
 class Residual(nn.Module):
