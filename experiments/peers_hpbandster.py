@@ -13,16 +13,24 @@ uses) is seeded with `repeat` for the run and restored; ConfigSpace is seeded wi
 
 Each job trains its config from scratch to its budget (HpBandSter's workers get only a budget),
 so a promotion is charged from step 0.
+
+Speed: the config generator's scalar `scipy.stats.truncnorm.rvs` calls are most of a race's time;
+they are answered by `experiments.exact_truncnorm` (the same draws and arithmetic without scipy's
+per-call overhead, switched on only after it matches scipy bit for bit). `exact_truncnorm=False`
+runs scipy's own; tests/test_peers.py checks both give the same trajectories.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
 from hpbandster.core.dispatcher import Job
 from hpbandster.optimizers.bohb import BOHB
+from hpbandster.optimizers.config_generators import bohb as cg_bohb
 from hpbandster.optimizers.config_generators.bohb import BOHB as CG_BOHB
 
+from experiments import exact_truncnorm as _exact_truncnorm
 from experiments.peers import (Answer, PeerClock, PeerSpace, Recorder, TableMap, Trajectory, config_space, decode,
                                peer_space, quiet_seeded, run_ask_tell, snap_rung)
 from igla_jax.replay import ReplayTable
@@ -39,10 +47,14 @@ def _hyperband(space: PeerSpace, cg: CG_BOHB) -> BOHB:
 
 
 def run_hpbandster(table: ReplayTable, repeat: int, workers: int, budget_s: float, *,
-                   method: str = "hpbandster_bohb") -> Trajectory:
-    """BOHB (Falkner, Klein & Hutter 2018) with the reference implementation's defaults, on the table's clock."""
+                   method: str = "hpbandster_bohb", exact_truncnorm: bool = True) -> Trajectory:
+    """BOHB (Falkner, Klein & Hutter 2018) with the reference implementation's defaults, on the table's clock.
+
+    exact_truncnorm: False keeps scipy's own truncnorm.rvs (slower; the same trajectory).
+    """
     space = peer_space(table)
-    with quiet_seeded(repeat, ("hpbandster",)):
+    fast = _exact_truncnorm.patched(cg_bohb) if exact_truncnorm else contextlib.nullcontext()
+    with fast, quiet_seeded(repeat, ("hpbandster",)):
         cg = CG_BOHB(configspace=config_space(space, repeat))   # top 15 %, 64 samples, bw x 3, 1/3 random
         hb = _hyperband(space, cg)
         tmap, clock = TableMap(space), PeerClock(table, workers)

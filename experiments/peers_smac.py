@@ -7,7 +7,10 @@ worker calls `ask()` (SMAC's intensifier hands out work of open brackets, or sta
 while results are pending, so n workers are n outstanding asks; the scenario itself keeps
 n_workers = 1 so no Dask cluster starts); its result is told with `tell()` as cost = BPB. A
 `TrialInfo` carries a config and a budget, and the target trains from scratch to that budget, so
-every evaluation, a promotion included, is charged from step 0. Seeded with `repeat`
+every evaluation, a promotion included, is charged from step 0. When SMAC's config selector finds no
+new config (`ConfigurationSpaceExhaustedException`: the encoded space has 3 x 3^7 = 6,561 points, which
+Hyperband on 16 simulated workers can use up within the budget), SMAC has ended its search, as its own
+`optimize()` would: nothing more is asked, the evaluations in flight finish and are told. Seeded with `repeat`
 (scenario seed); the scenario's n_trials, which only sizes the initial design, is the number of
 recorded configs times the number of rungs. SMAC writes its run history to a temporary folder,
 removed afterwards.
@@ -20,6 +23,7 @@ from typing import Any
 
 import joblib
 from smac import HyperbandFacade, MultiFidelityFacade, Scenario
+from smac.main.exceptions import ConfigurationSpaceExhaustedException
 from smac.runhistory.dataclasses import TrialValue
 
 from experiments.peers import (Answer, PeerClock, PeerError, Recorder, TableMap, Trajectory, config_space, decode,
@@ -53,8 +57,17 @@ def run_smac(table: ReplayTable, repeat: int, workers: int, budget_s: float, *, 
         tmap, clock = TableMap(space), PeerClock(table, workers)
         rec = Recorder(method, repeat, workers, space, budget_s)
 
-        def next_job() -> tuple[Any, Any, int, int]:
-            info = smac.ask()
+        exhausted = False
+
+        def next_job() -> tuple[Any, Any, int, int] | None:
+            nonlocal exhausted
+            if exhausted:
+                return None
+            try:
+                info = smac.ask()
+            except ConfigurationSpaceExhaustedException:
+                exhausted = True
+                return None
             cfg = tmap.assign(info.config, *decode(dict(info.config)))
             return info, cfg, 0, snap_rung(info.budget, space, "SMAC")
 

@@ -14,14 +14,19 @@ keeps training until a rung stops it), so it is charged exactly what it trained.
 Three changes make Syne Tune's simulator exact and deterministic, none touching its decisions:
 its time keeper no longer adds the host's real time spent in the tuner loop; its delays
 (`SimulatorConfig`) are 0; and the tuner's sleep, which advances the clock by fixed steps while
-all workers are busy, jumps to the next simulated event instead. (`_stop_or_pause_trial` still
-adds its 2 ms per stop.) n workers: the Tuner's own `n_workers`; a started trial takes the free
+all workers are busy, jumps to the next simulated event instead, without the real `time.sleep(0)`
+(which only yields the core). (`_stop_or_pause_trial` still adds its 2 ms per stop.) The tuner's
+status counts trials per status as they change instead of re-counting every trial on every loop
+(its failure check asks each time): the same numbers, O(1) instead of O(trials). Both are
+bookkeeping outside the scheduler; `stock_tuner=True` runs Syne Tune's own Tuner and TuningStatus,
+and tests/test_peers.py checks that the trajectories are identical. n workers: the Tuner's own `n_workers`; a started trial takes the free
 worker with the lowest index, released at its stop or completion. Seeded with `repeat` (scheduler
 and numpy's global RNG, from which ASHA draws brackets). Files the Tuner writes go to a temporary
 folder, removed afterwards; what it prints is dropped.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
 import io
@@ -39,6 +44,7 @@ from syne_tune.constants import ST_TUNER_TIME
 from syne_tune.optimizer.baselines import ASHA, BOHB
 from syne_tune.optimizer.scheduler import SchedulerDecision
 from syne_tune.tuner_callback import TunerCallback
+from syne_tune.tuning_status import TuningStatus
 
 from experiments.peers import (DIVERGED_BPB, PeerError, PeerSpace, Recorder, TableMap, Trajectory, decode,
                                peer_space, quiet_seeded)
@@ -54,6 +60,41 @@ class _SimulatedTime(SimulatedTimeKeeper):
 
     def real_time_since_last_recent_exit(self) -> float:
         return 0.0
+
+
+class _CountingStatus(TuningStatus):
+    """Syne Tune's TuningStatus with the trials per status counted as they change, not re-counted per query."""
+
+    def __init__(self, metric_names: list[str]):
+        super().__init__(metric_names)
+        self._count: collections.Counter[str] = collections.Counter()
+
+    def update(self, trial_status_dict: Any, new_results: Any) -> None:
+        for trial_id, (_, status) in trial_status_dict.items():
+            old = self.last_trial_status_seen.get(trial_id)
+            if old is not None:
+                self._count[old] -= 1
+            self._count[status] += 1
+        super().update(trial_status_dict, new_results)
+
+    def mark_running_job_as_stopped(self) -> None:
+        super().mark_running_job_as_stopped()
+        self._count = collections.Counter(self.last_trial_status_seen.values())
+
+    def _num_trials(self, status: str | set[str]) -> int:
+        return sum(self._count[s] for s in ({status} if isinstance(status, str) else set(status)))
+
+
+class _SimTuner(Tuner):
+    """Syne Tune's Tuner with the counting status and no real sleep: `_Clock.on_tuning_sleep` moves the clock."""
+
+    def run(self) -> None:
+        self.tuning_status = _CountingStatus(metric_names=self.scheduler.metric_names())
+        super().run()
+
+    def _sleep(self) -> None:
+        for callback in self.callbacks:
+            callback.on_tuning_sleep(self.sleep_time)
 
 
 class TableBackend(SimulatorBackend):
@@ -161,8 +202,11 @@ def _scratch_folder() -> Iterator[None]:
 
 
 def run_synetune(table: ReplayTable, repeat: int, workers: int, budget_s: float, *, searcher: str = "asha",
-                 method: str = "synetune_asha") -> Trajectory:
-    """Syne Tune's ASHA (Li et al. 2020) or BOHB (Falkner et al. 2018, on ASHA) on its simulator backend."""
+                 method: str = "synetune_asha", stock_tuner: bool = False) -> Trajectory:
+    """Syne Tune's ASHA (Li et al. 2020) or BOHB (Falkner et al. 2018, on ASHA) on its simulator backend.
+
+    stock_tuner: Syne Tune's own Tuner loop (real sleeps, status re-counted per loop); same trajectory, slower.
+    """
     if searcher not in SCHEDULERS:
         raise PeerError(f"Syne Tune searcher {searcher!r}: choose one of {sorted(SCHEDULERS)}")
     space = peer_space(table)
@@ -176,7 +220,8 @@ def run_synetune(table: ReplayTable, repeat: int, workers: int, budget_s: float,
         rec = Recorder(method, repeat, workers, space, budget_s)
         clock = _Clock(backend, rec, budget_s)
         with contextlib.redirect_stdout(io.StringIO()):  # the Tuner prints every trial and a summary
-            Tuner(trial_backend=backend, scheduler=scheduler, n_workers=workers, sleep_time=0,
+            tuner = Tuner if stock_tuner else _SimTuner
+            tuner(trial_backend=backend, scheduler=scheduler, n_workers=workers, sleep_time=0,
                   stop_criterion=lambda status: backend.time_keeper.time() >= budget_s, callbacks=[clock],
                   tuner_name=f"{method}-{repeat}", suffix_tuner_name=False, save_tuner=False,
                   print_update_interval=1e9, results_update_interval=1e9).run()

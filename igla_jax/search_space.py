@@ -32,6 +32,7 @@ smoke race compiles one program per family and runs in seconds.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -103,8 +104,9 @@ class Config:
         """Sorted keys, no spaces; ints stay ints, floats use Python's shortest round-trip repr."""
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
-    @property
+    @functools.cached_property
     def config_id(self) -> str:
+        """12 hex digits of the canonical JSON's sha256; cached (the config is frozen; replays ask for it per action)."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
 
     @property

@@ -196,3 +196,92 @@ def test_the_harness_registers_the_peers_and_accepts_their_trajectories(monkeypa
     assert H.load_peers() is None and {n: H.METHODS[n].kind for n in PEERS} == {n: "peer" for n in PEERS}
     run = H.run_methods(TABLE, ["optuna_tpe_hyperband"], {1: 2, 3: 1}, 300.0)
     assert not run.skipped and [len(run.trajs[("optuna_tpe_hyperband", w)]) for w in (1, 3)] == [2, 1]
+
+
+# ---------------------------------------------------------------- speed-ups that must not change a decision
+def test_exact_truncnorm_is_scipys_truncnorm_rvs_bit_for_bit():
+    """The fast path equals scipy on probes; the check itself rejects a draw off by one ulp or from another stream."""
+    pytest.importorskip("scipy")
+    import numpy as np
+    from experiments import exact_truncnorm as E
+    assert E.exact(1000)
+    assert not E.exact(200, fn=lambda *a, **k: np.nextafter(E.rvs(*a, **k), np.inf))        # one ulp off
+    assert not E.exact(200, fn=lambda *a, **k: (np.random.rand(), E.rvs(*a, **k))[1])       # a different draw
+    assert not E.exact(200, fn=lambda *a, **k: float(E.rvs(*a, **k)))                        # float, not float64
+    import scipy.stats as sps
+    calls = [((-1.0, 2.0), {}), ((0.0, 1.0), {"size": 3}), ((-1.0, 2.0), {"loc": 1}), ((1.0, 0.5), {"loc": 0.0,
+                                                                                                  "scale": 1.0})]
+    outs = []
+    for f in (sps.truncnorm.rvs, E.rvs):   # what the fast path does not take goes to scipy, errors included
+        np.random.seed(3)
+        outs.append([f(*a, **k) for a, k in calls[:3]])
+        with pytest.raises(ValueError, match="Domain error"):
+            f(*calls[3][0], **calls[3][1])
+    assert all(np.array_equal(g, w) for g, w in zip(*outs))
+
+
+@pytest.mark.parametrize("workers,repeat,budget", [(1, 0, 400.0), (1, 1, 400.0), (4, 0, 150.0)])
+def test_hpbandster_with_exact_truncnorm_replays_the_same_trajectory(workers, repeat, budget):
+    """The fast truncnorm.rvs is used (its cache is hit) and HpBandSter decides exactly as with scipy's own."""
+    tool("hpbandster_bohb")
+    from experiments import exact_truncnorm as E
+    from experiments.peers_hpbandster import cg_bohb, run_hpbandster
+    hits = E._terms_of.cache_info().hits
+    fast = run_hpbandster(TABLE, repeat, workers, budget)
+    assert E._terms_of.cache_info().hits > hits + 100 and cg_bohb.sps is E.sps   # used, then restored
+    assert fast == run_hpbandster(TABLE, repeat, workers, budget, exact_truncnorm=False)
+
+
+@pytest.mark.parametrize("searcher", ["asha", "bohb"])
+@pytest.mark.parametrize("workers", [1, 4])
+def test_synetune_sim_tuner_replays_the_stock_tuners_trajectory(searcher, workers):
+    """No real sleep and a counting status change nothing Syne Tune decides."""
+    tool("synetune_asha")
+    from experiments.peers_synetune import run_synetune
+    for repeat in (0, 1):
+        fast = run_synetune(TABLE, repeat, workers, 300.0, searcher=searcher, method=f"synetune_{searcher}")
+        assert fast.completions
+        assert fast == run_synetune(TABLE, repeat, workers, 300.0, searcher=searcher, method=f"synetune_{searcher}",
+                                    stock_tuner=True)
+
+
+def test_synetune_counting_status_counts_like_syne_tunes():
+    tool("synetune_asha")
+    from syne_tune.backend.trial_status import Status
+    from syne_tune.tuning_status import TuningStatus
+    from experiments.peers_synetune import _CountingStatus
+    trial = type("T", (), {"config": {}})()
+    stock, ours = TuningStatus(["bpb"]), _CountingStatus(["bpb"])
+    steps = [{0: Status.in_progress, 1: Status.in_progress}, {0: Status.completed, 2: Status.in_progress},
+             {1: Status.stopped, 2: Status.paused, 3: Status.in_progress}, {2: Status.in_progress}]
+    for step in steps:
+        for st in (stock, ours):
+            st.update({k: (trial, v) for k, v in step.items()}, [])
+        for q in (Status.in_progress, Status.completed, Status.failed, [Status.stopped, Status.paused]):
+            assert ours._num_trials(q) == stock._num_trials(q)
+    for st in (stock, ours):
+        st.mark_running_job_as_stopped()
+    assert (ours.num_trials_running, ours.num_trials_finished) == (stock.num_trials_running, stock.num_trials_finished)
+    assert (ours.num_trials_running, ours.num_trials_finished) == (0, 4)
+
+
+def test_smac_ends_its_search_when_its_space_is_exhausted(monkeypatch):
+    """SMAC raising ConfigurationSpaceExhaustedException (16 workers can use up the 6,561 encoded points) ends its
+    search: nothing more is asked, what is in flight finishes and counts, the run returns a valid trajectory."""
+    tool("smac_hyperband")
+    from smac import HyperbandFacade
+    from smac.main.exceptions import ConfigurationSpaceExhaustedException
+    ask, asked = HyperbandFacade.ask, []
+
+    def ask_until(self):
+        if len(asked) >= 40:
+            asked.append("refused")
+            raise ConfigurationSpaceExhaustedException()
+        asked.append("ok")
+        return ask(self)
+
+    monkeypatch.setattr(HyperbandFacade, "ask", ask_until)
+    tr = PEERS["smac_hyperband"](TABLE, 0, 4, 400.0)
+    assert asked.count("ok") == 40 and asked.count("refused") == 1        # never asked again after the refusal
+    assert_valid(tr, "smac_hyperband", 0, 4, 400.0)
+    assert tr.sim_end_s < 400.0                                             # it ended before the budget
