@@ -16,8 +16,9 @@ so a promotion is charged from step 0.
 
 Speed: the config generator's scalar `scipy.stats.truncnorm.rvs` calls are most of a race's time;
 they are answered by `experiments.exact_truncnorm` (the same draws and arithmetic without scipy's
-per-call overhead, switched on only after it matches scipy bit for bit). `exact_truncnorm=False`
-runs scipy's own; tests/test_peers.py checks both give the same trajectories.
+per-call overhead, switched on only after it matches scipy bit for bit), and the KDEs' one-point pdf by
+`experiments.peer_speedups.kde` (the same, for statsmodels). `stock=True` runs scipy's and statsmodels'
+own; tests/test_peers.py checks both give the same trajectories.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from hpbandster.optimizers.config_generators import bohb as cg_bohb
 from hpbandster.optimizers.config_generators.bohb import BOHB as CG_BOHB
 
 from experiments import exact_truncnorm as _exact_truncnorm
+from experiments import peer_speedups
 from experiments.peers import (Answer, PeerClock, PeerSpace, Recorder, TableMap, Trajectory, config_space, decode,
                                peer_space, quiet_seeded, run_ask_tell, snap_rung)
 from igla_jax.replay import ReplayTable
@@ -47,13 +49,16 @@ def _hyperband(space: PeerSpace, cg: CG_BOHB) -> BOHB:
 
 
 def run_hpbandster(table: ReplayTable, repeat: int, workers: int, budget_s: float, *,
-                   method: str = "hpbandster_bohb", exact_truncnorm: bool = True) -> Trajectory:
+                   method: str = "hpbandster_bohb", stock: bool = False) -> Trajectory:
     """BOHB (Falkner, Klein & Hutter 2018) with the reference implementation's defaults, on the table's clock.
 
-    exact_truncnorm: False keeps scipy's own truncnorm.rvs (slower; the same trajectory).
+    stock: scipy's own truncnorm.rvs and statsmodels' own KDE pdf (slower; the same trajectory).
     """
     space = peer_space(table)
-    fast = _exact_truncnorm.patched(cg_bohb) if exact_truncnorm else contextlib.nullcontext()
+    fast = contextlib.ExitStack()
+    if not stock:
+        fast.enter_context(_exact_truncnorm.patched(cg_bohb))
+        fast.enter_context(peer_speedups.kde())
     with fast, quiet_seeded(repeat, ("hpbandster",)):
         cg = CG_BOHB(configspace=config_space(space, repeat))   # top 15 %, 64 samples, bw x 3, 1/3 random
         hb = _hyperband(space, cg)

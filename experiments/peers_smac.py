@@ -13,10 +13,13 @@ Hyperband on 16 simulated workers can use up within the budget), SMAC has ended 
 `optimize()` would: nothing more is asked, the evaluations in flight finish and are told. Seeded with `repeat`
 (scenario seed); the scenario's n_trials, which only sizes the initial design, is the number of
 recorded configs times the number of rungs. SMAC writes its run history to a temporary folder,
-removed afterwards.
+removed afterwards. Two pieces of its bookkeeping that cost the square of a race's length (membership in the
+list of seen configs, objective bounds over the whole run history) are replaced by exact equivalents
+(`experiments.peer_speedups.smac`); `stock=True` keeps SMAC's own.
 """
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from smac import HyperbandFacade, MultiFidelityFacade, Scenario
 from smac.main.exceptions import ConfigurationSpaceExhaustedException
 from smac.runhistory.dataclasses import TrialValue
 
+from experiments import peer_speedups
 from experiments.peers import (Answer, PeerClock, PeerError, Recorder, TableMap, Trajectory, config_space, decode,
                                peer_space, quiet_seeded, run_ask_tell, snap_rung)
 from igla_jax.replay import ReplayTable
@@ -38,8 +42,11 @@ def _never(config: Any, seed: int = 0, budget: float = 0.0) -> float:
 
 
 def run_smac(table: ReplayTable, repeat: int, workers: int, budget_s: float, *, facade: str = "hyperband",
-             method: str = "smac_hyperband") -> Trajectory:
-    """SMAC3 (Lindauer et al. 2022) Hyperband (Li et al. 2018), model-free or with its random forest."""
+             method: str = "smac_hyperband", stock: bool = False) -> Trajectory:
+    """SMAC3 (Lindauer et al. 2022) Hyperband (Li et al. 2018), model-free or with its random forest.
+
+    stock: SMAC's own bookkeeping, not `experiments.peer_speedups.smac`'s exact equivalents; the same trajectory, slower.
+    """
     if facade not in FACADES:
         raise PeerError(f"SMAC facade {facade!r}: choose one of {sorted(FACADES)}")
     space = peer_space(table)
@@ -47,7 +54,8 @@ def run_smac(table: ReplayTable, repeat: int, workers: int, budget_s: float, *, 
     Facade = FACADES[facade]
     # its random forest asks joblib for every core (n_jobs=-1): sequential keeps to one core, and keeps the
     # trees' summation order, so the forest's predictions are deterministic
-    with quiet_seeded(repeat, ("smac",)), joblib.parallel_config(backend="sequential"), \
+    fast = contextlib.nullcontext() if stock else peer_speedups.smac()
+    with fast, quiet_seeded(repeat, ("smac",)), joblib.parallel_config(backend="sequential"), \
             tempfile.TemporaryDirectory(prefix="igla-peers-smac-") as out:
         scenario = Scenario(config_space(space, repeat), name=f"{method}-{repeat}", output_directory=Path(out),
                             deterministic=True, n_trials=len(space.configs) * len(rungs), min_budget=rungs[0],

@@ -18,8 +18,10 @@ all workers are busy, jumps to the next simulated event instead, without the rea
 (which only yields the core). (`_stop_or_pause_trial` still adds its 2 ms per stop.) The tuner's
 status counts trials per status as they change instead of re-counting every trial on every loop
 (its failure check asks each time): the same numbers, O(1) instead of O(trials). Both are
-bookkeeping outside the scheduler; `stock_tuner=True` runs Syne Tune's own Tuner and TuningStatus,
-and tests/test_peers.py checks that the trajectories are identical. n workers: the Tuner's own `n_workers`; a started trial takes the free
+bookkeeping outside the scheduler. Its quadratic bookkeeping inside the scheduler (ASHA's rung ranking,
+the multi-fidelity searcher's refit, the KDE's features) is replaced by exact equivalents
+(`experiments.peer_speedups.synetune`). `stock=True` runs Syne Tune's own Tuner, TuningStatus and
+bookkeeping, and tests/test_peers.py checks that the trajectories are identical. n workers: the Tuner's own `n_workers`; a started trial takes the free
 worker with the lowest index, released at its stop or completion. Seeded with `repeat` (scheduler
 and numpy's global RNG, from which ASHA draws brackets). Files the Tuner writes go to a temporary
 folder, removed afterwards; what it prints is dropped.
@@ -46,6 +48,7 @@ from syne_tune.optimizer.scheduler import SchedulerDecision
 from syne_tune.tuner_callback import TunerCallback
 from syne_tune.tuning_status import TuningStatus
 
+from experiments import peer_speedups
 from experiments.peers import (DIVERGED_BPB, PeerError, PeerSpace, Recorder, TableMap, Trajectory, decode,
                                peer_space, quiet_seeded)
 from igla_jax.replay import ReplayTable
@@ -202,10 +205,11 @@ def _scratch_folder() -> Iterator[None]:
 
 
 def run_synetune(table: ReplayTable, repeat: int, workers: int, budget_s: float, *, searcher: str = "asha",
-                 method: str = "synetune_asha", stock_tuner: bool = False) -> Trajectory:
+                 method: str = "synetune_asha", stock: bool = False) -> Trajectory:
     """Syne Tune's ASHA (Li et al. 2020) or BOHB (Falkner et al. 2018, on ASHA) on its simulator backend.
 
-    stock_tuner: Syne Tune's own Tuner loop (real sleeps, status re-counted per loop); same trajectory, slower.
+    stock: Syne Tune's own code throughout (its Tuner loop with real sleeps and re-counted status, and its
+    bookkeeping that `experiments.peer_speedups.synetune` replaces); the same trajectory, slower.
     """
     if searcher not in SCHEDULERS:
         raise PeerError(f"Syne Tune searcher {searcher!r}: choose one of {sorted(SCHEDULERS)}")
@@ -213,14 +217,15 @@ def run_synetune(table: ReplayTable, repeat: int, workers: int, budget_s: float,
     rungs = space.rungs
     cs: dict[str, Any] = {"family": choice(list(space.families))}
     cs.update({f: randint(0, max(n - 1, 1)) for f, n in zip(LEVER_FIELDS, space.n_levels)})
-    with quiet_seeded(repeat, ("syne_tune",)), _scratch_folder():
+    fast = contextlib.nullcontext() if stock else peer_speedups.synetune()
+    with fast, quiet_seeded(repeat, ("syne_tune",)), _scratch_folder():
         scheduler = SCHEDULERS[searcher](cs, metric=METRIC, time_attr=STEP, max_t=rungs[-1], grace_period=rungs[0],
                                          reduction_factor=space.eta, do_minimize=True, random_seed=repeat)
         backend = TableBackend(table, space, workers)
         rec = Recorder(method, repeat, workers, space, budget_s)
         clock = _Clock(backend, rec, budget_s)
         with contextlib.redirect_stdout(io.StringIO()):  # the Tuner prints every trial and a summary
-            tuner = Tuner if stock_tuner else _SimTuner
+            tuner = Tuner if stock else _SimTuner
             tuner(trial_backend=backend, scheduler=scheduler, n_workers=workers, sleep_time=0,
                   stop_criterion=lambda status: backend.time_keeper.time() >= budget_s, callbacks=[clock],
                   tuner_name=f"{method}-{repeat}", suffix_tuner_name=False, save_tuner=False,

@@ -229,7 +229,7 @@ def test_hpbandster_with_exact_truncnorm_replays_the_same_trajectory(workers, re
     hits = E._terms_of.cache_info().hits
     fast = run_hpbandster(TABLE, repeat, workers, budget)
     assert E._terms_of.cache_info().hits > hits + 100 and cg_bohb.sps is E.sps   # used, then restored
-    assert fast == run_hpbandster(TABLE, repeat, workers, budget, exact_truncnorm=False)
+    assert fast == run_hpbandster(TABLE, repeat, workers, budget, stock=True)
 
 
 @pytest.mark.parametrize("searcher", ["asha", "bohb"])
@@ -242,7 +242,7 @@ def test_synetune_sim_tuner_replays_the_stock_tuners_trajectory(searcher, worker
         fast = run_synetune(TABLE, repeat, workers, 300.0, searcher=searcher, method=f"synetune_{searcher}")
         assert fast.completions
         assert fast == run_synetune(TABLE, repeat, workers, 300.0, searcher=searcher, method=f"synetune_{searcher}",
-                                    stock_tuner=True)
+                                    stock=True)
 
 
 def test_synetune_counting_status_counts_like_syne_tunes():
