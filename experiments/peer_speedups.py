@@ -1,12 +1,14 @@
-"""Exact speed-ups of the peers' bookkeeping: the same decisions, bit for bit, without their quadratic loops.
+"""Exact speed-ups inside the peers: the same decisions, bit for bit, without their quadratic loops.
 
 At 16 simulated workers a replayed peer race makes thousands of evaluations, and some of the tools'
 bookkeeping costs time proportional to everything seen so far on every step (so a race costs the
-square of its length). None of that is the tools' search algorithm; each function here computes
-exactly what the tool's own code computes, from the same inputs, faster. They are switched in only
-for the length of a run (`synetune()`, `smac()`: context managers that restore the tool's own
-attributes), and tests/test_peer_speedups.py checks each against the tool's own code on random
-inputs and whole replayed races against the stock tool (`stock=True` in the adapters).
+square of its length). None of that bookkeeping is the tools' search algorithm; each function here
+computes exactly what the tool's own code computes, from the same inputs, faster. The one piece of
+the algorithms' own arithmetic touched, statsmodels' KDE pdf at one point, is recomputed with the same
+operations and checked bit for bit before use. Each is switched in only for the length of a run
+(`synetune()`, `smac()`, `kde()`: context managers that restore the tools' own attributes), and
+tests/test_peer_speedups.py checks each against the tool's own code on random inputs and whole
+replayed races against the stock tool (`stock=True` in the adapters).
 
 Syne Tune 0.16:
 - `asha.Bracket.on_result` ranks a new result among every result recorded at its rung by building
