@@ -32,6 +32,8 @@ import scipy.special as sc
 import scipy.stats as sps
 from scipy.stats import _continuous_distns as _cd
 
+from experiments.peer_speedups import _swapped
+
 _TN = sps.truncnorm
 
 
@@ -135,8 +137,5 @@ def patched(module: types.ModuleType, name: str = "sps") -> Iterator[bool]:
     shim = types.ModuleType(sps.__name__)
     shim.__dict__.update(sps.__dict__)
     shim.truncnorm = _TruncnormFast()
-    setattr(module, name, shim)
-    try:
+    with _swapped([(module, name, shim)]):
         yield True
-    finally:
-        setattr(module, name, old)

@@ -159,7 +159,7 @@ def _objective_bounds(stock_add: Any, stock_bounds: Any) -> tuple[Any, Any]:
     from smac.runhistory.enumerations import StatusType
 
     def add(self: Any, k: Any, v: Any, status: Any) -> None:
-        self.__dict__["_igla_pending"] = (k in self._data, self._data.get(k), v)
+        self.__dict__["_igla_pending"] = (self._data.get(k), v)   # the entry it replaces (None: a new one), the new
         try:
             stock_add(self, k, v, status)
         finally:
@@ -173,10 +173,10 @@ def _objective_bounds(stock_add: Any, stock_bounds: Any) -> tuple[Any, Any]:
         pending, state = self.__dict__.get("_igla_pending"), self.__dict__.get("_igla_bounds")
         if pending is None or state is None:
             return full(self)
-        existed, old, new = pending
+        old, new = pending
         n_before, bounds = state
-        if (bounds is not self._objective_bounds or len(self._data) != n_before + (not existed)
-                or (existed and old.status == StatusType.SUCCESS) or not bounds):
+        if (bounds is not self._objective_bounds or len(self._data) != n_before + (old is None)
+                or (old is not None and old.status == StatusType.SUCCESS) or not bounds):
             return full(self)                       # anything but one new or replaced-uncounted entry: SMAC's own
         if new.status == StatusType.SUCCESS:
             costs = np.array(new.cost if isinstance(new.cost, Iterable) else [new.cost], dtype=float)
