@@ -133,7 +133,8 @@ class DensityModel:
         xs = x[:, self.dims].astype(float)
         lo = self.good.pdf(xs)
         hi = self.bad.pdf(xs)
-        return np.asarray(lo, float) / np.maximum(np.asarray(hi, float), 1e-32)
+        # statsmodels returns a scalar for a single point; one ratio per row whatever the count
+        return np.atleast_1d(np.asarray(lo, float)) / np.maximum(np.atleast_1d(np.asarray(hi, float)), 1e-32)
 
 
 def fit_model(obs: Sequence[Observation], rung: int, values: Sequence[Sequence[float]], prereg: Prereg

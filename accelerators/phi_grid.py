@@ -111,8 +111,13 @@ def arms_disjoint(family: str, space: SearchSpace = DEFAULT_SPACE) -> bool:
     return any(not set(full) & set(phi) for full, phi in zip(space.values(family), phi_values(family, space)))
 
 
-def judge_size(prereg: Prereg, max_trials: int) -> int:
-    """Trials whose first-rung results V5 is judged on: ceil(phi_judge_fraction * max_trials)."""
+def judge_size(prereg: Prereg, max_trials: int | None, rungs: Sequence[int] | None = None) -> int:
+    """Trials whose first-rung results V5 is judged on: ceil(phi_judge_fraction * max_trials); in a race
+    without a trial cap (prereg v7) ceil(phi_judge_fraction * eta^len(rungs)), the capped race's point."""
+    if max_trials is None:
+        if rungs is None:
+            raise ValueError("judge_size: a race without a trial cap needs its rungs (prereg v7)")
+        max_trials = prereg.eta ** len(rungs)
     return max(1, math.ceil(prereg.phi_judge_fraction * max_trials - 1e-9))
 
 
@@ -196,10 +201,10 @@ def ledger_arms(rows: Iterable[Mapping[str, Any]], need: int, space: SearchSpace
             tuple(b for c, b in first if not on_phi_grid(c, space)))
 
 
-def ledger_phi_verdict(rows: Iterable[Mapping[str, Any]], prereg: Prereg, *, max_trials: int,
-                       space: SearchSpace = DEFAULT_SPACE) -> Verdict:
+def ledger_phi_verdict(rows: Iterable[Mapping[str, Any]], prereg: Prereg, *, max_trials: int | None,
+                       space: SearchSpace = DEFAULT_SPACE, rungs: Sequence[int] | None = None) -> Verdict:
     """V5's verdict judged on a run's ledger rows: the same evidence and test the race used."""
-    need = judge_size(prereg, max_trials)
+    need = judge_size(prereg, max_trials, rungs)
     arms = ledger_arms(rows, need, space)
     return pending_verdict(arms, need) if isinstance(arms, int) else phi_verdict(*arms, prereg)
 
@@ -242,7 +247,7 @@ class ArmSampler:
         """(the decision, None while pending; the verdict to report now)."""
         if state.decision is not None:
             return state.decision, state.decision
-        need = judge_size(self.prereg, race.config.max_trials)
+        need = judge_size(self.prereg, race.config.max_trials, getattr(race.config, "rungs", None))
         arms = self._arms(race.trials, need)
         if isinstance(arms, int):
             return None, pending_verdict(arms, need)

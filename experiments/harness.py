@@ -110,7 +110,9 @@ class Truth:
         return float(self.true_bpb.min())
 
 
-def table_truth(table: ReplayTable) -> Truth:
+def table_truth(table: ReplayTable, extra_truth: Mapping[str, float] | None = None) -> Truth:
+    """The table's truth: each primary-seed config's mean top-rung BPB over the seeds the table holds; where
+    `extra_truth` (igla_jax.truth.true_bpb over the truth file and the table) has a config, that value instead."""
     top = table.rungs[-1]
     vals: dict[str, list[float]] = {}
     ids, strata = [], []
@@ -124,7 +126,9 @@ def table_truth(table: ReplayTable) -> Truth:
             vals.setdefault(cid, []).append(float(b))
     if not ids:
         raise HarnessError(f"{table.name}: no primary-seed run recorded yet; nothing to replay")
-    true = np.array([float(np.mean(vals[c])) if c in vals else INF for c in ids])
+    extra_truth = extra_truth or {}
+    true = np.array([float(extra_truth[c]) if c in extra_truth else float(np.mean(vals[c])) if c in vals else INF
+                     for c in ids])
     return Truth(tuple(ids), tuple(strata), true, {c: i for i, c in enumerate(ids)})
 
 

@@ -1,5 +1,12 @@
 """The main job: python -m experiments.race --seed 42 [--preset smoke|quick|tenth|full] [--out DIR] [--budget 2h] [--resume].
 
+Size: with --budget the race is an anytime race of that much wall time (simulated time with
+--replay): ASHA keeps starting trials until what is left is what the work in flight and the
+champion's confirmation need, then confirms the best trial at the highest rung reached; no trial
+cap unless --max-trials is given. Without --budget the race is sized by the preset's trial count
+(smoke 4, quick 27, tenth and full 81) or --max-trials. A pause is Ctrl-C or a kill: --resume
+continues it at any moment, with what is left of the same budget.
+
 ASHA over three families and seven levers with the V5 phi-grid sampler (its falsifier restores the
 full grid), an fsynced ledger under --out, a SQLite leaderboard, kill -9 safe --resume, and the
 pre-registered victory verdict at the end. With --replay TABLE the same race is answered from a
@@ -32,7 +39,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=None,
                     help="run directory (default runs/race-<seed>-<preset>; with --replay "
                          "runs/replay-<seed>-<preset>-w<N>)")
-    ap.add_argument("--budget", default=None, help="wall-clock limit, e.g. 90s, 15m, 2h: stop cleanly, --resume later")
+    ap.add_argument("--budget", default=None,
+                    help="the race's size in wall time, e.g. 90s, 15m, 2h (simulated time with --replay): trials keep "
+                         "starting until what is left is what the champion's confirmation needs (three victory seeds "
+                         "and the reproduce run, estimated from this race's measured step times, compile included), "
+                         "so the race ends with a confirmed champion; no trial cap unless --max-trials. Counted from "
+                         "the start and across resumes; --resume without --budget keeps the recorded one")
+    ap.add_argument("--max-trials", type=int, default=None, metavar="N",
+                    help="cap the trials started (default without --budget: the preset's pre-registered count, "
+                         "smoke 4, quick 27, tenth/full 81; with --budget: no cap)")
     ap.add_argument("--resume", action="store_true", help="continue the race recorded in --out's ledger")
     ap.add_argument("--sampler", choices=("phi", "random"), default=None,
                     help="phi: V5 phi-grid with its falsifier (default); random: the full grid (with --replay: "
@@ -94,6 +109,8 @@ def replay_flag_error(args: argparse.Namespace) -> str | None:
     """The flags a replay cannot honour (and --workers without one), as one message; None when they fit."""
     if args.workers < 1:
         return f"--workers {args.workers}: must be >= 1"
+    if args.max_trials is not None and args.max_trials < 1:
+        return f"--max-trials {args.max_trials}: must be >= 1"
     if args.replay is None:
         if args.workers != 1 and args.executor is None:
             return ("--workers: simulated workers are for --replay only; a live race with N workers names its "
@@ -102,7 +119,7 @@ def replay_flag_error(args: argparse.Namespace) -> str | None:
     for flag in ("executor", "deterministic", "ray_address"):
         if getattr(args, flag, None) is not None:
             return f"--{flag.replace('_', '-')} is not available with --replay (the table is the backend)"
-    for flag, bad in (("--resume", args.resume), ("--budget", args.budget is not None),
+    for flag, bad in (("--resume", args.resume),
                       ("--sampler phi", args.sampler == "phi"),
                       ("--curriculum", getattr(args, "curriculum", "off") != "off")):
         if bad:
@@ -155,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     from igla_jax.race_runner import file_sha256
     from igla_jax.prereg import repo_root
     space = PRESETS[args.preset].space
+    if args.resume and budget_s is None:
+        from igla_jax.race_runner import recorded_budget
+        budget_s = recorded_budget(out)
     search_seed = PRESETS[args.preset].race_config(prereg, args.seed).search_seed
     sources = {"prereg": prereg.source}
     if replay:
@@ -233,14 +253,20 @@ def main(argv: list[str] | None = None) -> int:
         sources["v4_verdict"] = str(v4.default_verdict_path())
     ps = PRESETS[args.preset]
     # by default only the long presets pay for the calibration (it would be ~25 % of a quick race)
-    if not (replay or args.no_estimate or (args.preset in ("smoke", "quick") and not args.estimate)):
+    if budget_s is not None:
+        cap = f", at most {args.max_trials} trials" if args.max_trials is not None else ", no trial cap"
+        print(f"an anytime race of {args.budget or f'{budget_s:g}s'} ({'simulated' if replay else 'wall'} time"
+              f"{cap}; rungs {list(ps.race_config(prereg, args.seed).rungs)}): "
+              + ("no confirmation in a replay, so no reserve is taken" if replay else
+                 "trials start until what is left is the champion's confirmation"), flush=True)
+    elif not (replay or args.no_estimate or (args.preset in ("smoke", "quick") and not args.estimate)):
         from igla_jax.estimate import confirming_or_done, race_estimate_lines
         if not (args.resume and confirming_or_done(out)):
             for line in race_estimate_lines(ps.space, ps.race_config(prereg, args.seed), preset=args.preset,
                                             context=ps.context, batch=ps.batch):
                 print(line, flush=True)
     # a replay takes about a second: no live panel
-    progress = None if replay else LiveProgress(err, preset=args.preset, budget_s=budget_s)
+    progress = None if replay else LiveProgress(err, preset=args.preset)
     close = progress.close if progress is not None else (lambda: None)
     try:
         spec_extra = {"flags": {"sampler": args.sampler, "mup": args.mup, "zero_cost": args.zero_cost,
@@ -250,10 +276,12 @@ def main(argv: list[str] | None = None) -> int:
                       "verdict_sources": {k: file_sha256(v) for k, v in sorted(sources.items())}}
         if replay:
             outcome = run_replay(seed=args.seed, preset=args.preset, table=table, out=out, workers=args.workers,
+                                 budget_s=budget_s, max_trials=args.max_trials,
                                  prereg=prereg, sampler=sampler, filter=zc_filter, allocator=allocator,
                                  pruner=pruner, spec_extra=spec_extra)
         else:
             outcome = run_race(seed=args.seed, preset=args.preset, out=out, budget_s=budget_s, resume=args.resume,
+                               max_trials=args.max_trials,
                                prereg=prereg, sampler=sampler, filter=zc_filter, allocator=allocator,
                                pruner=pruner, progress=progress, spec_extra=spec_extra,
                                executor=args.executor or "local", workers=args.workers,
@@ -273,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.sampler == "phi":
         from accelerators.phi_grid import ledger_phi_verdict
         final = ((base.name, ledger_phi_verdict(outcome.rows, prereg, space=space,
-                                                max_trials=outcome.state.config.max_trials)),)
+                                                max_trials=outcome.state.config.max_trials,
+                                                rungs=outcome.state.config.rungs)),)
     print_summary(Console(soft_wrap=True), outcome, final)
     if replay:
         print(f"replayed from {outcome.table} (sha256 {outcome.table_sha256[:12]}): simulated wall time "
@@ -281,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
               "worker-seconds); "
               f"search seed {outcome.state.config.search_seed} = the table's primary seed; no confirmation runs "
               f"(the table records no victory-seed runs), so victory cannot be judged; {outcome.wall_s:.2f} s real")
-    if outcome.summary.stopped_by == "budget":
-        print(f"stopped at the --budget limit; continue with: python -m experiments.race --seed {args.seed} "
+    if outcome.summary.stopped_by == "deadline":
+        print(f"stopped before the end; continue with: python -m experiments.race --seed {args.seed} "
               f"--preset {args.preset} --out {out} --resume")
     return 0
 

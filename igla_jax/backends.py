@@ -286,6 +286,8 @@ class _IdOrderRecorder:
         note = "; ".join(n for n in (fin.note, row.note) if n) or None
         row = self.stamp(row, fin.finish_s, note, {"issued_s": round(fin.issued_s, 6), "start_s": round(fin.start_s, 6),
                                                    "worker": fin.worker, **fin.meta})
+        # race time of a replay: the simulated clock at the finish (what a live row's extra.elapsed_s is)
+        row = dataclasses.replace(row, extra={**row.extra, "elapsed_s": round(fin.finish_s, 6)})
         promo = [self.promos.pop(a.action_id)] if a.action_id in self.promos else []
         self.resolve(a.action_id, promo + [row])
         return row

@@ -97,12 +97,13 @@ def estimate_race(cfg: RaceConfig, step_s: Mapping[ShapeKey, float], compile_s: 
     compile or eval entries count as zero.
     """
     eval_s = eval_s or {}
+    trials = cfg.max_trials if cfg.max_trials is not None else cfg.eta ** len(cfg.rungs)  # uncapped: the default count
     keys = list(step_s)
     mean = sum(step_s.values()) / len(keys)
     slowest = max(step_s.values())
     first, prev, steps, evals = 0, 0, 0, 0
     for k, r in enumerate(cfg.rungs):
-        n = max(1, cfg.max_trials // cfg.eta ** k)
+        n = max(1, trials // cfg.eta ** k)
         steps += n * (r - prev)
         evals += n
         first = steps if k == 0 else first
@@ -112,7 +113,7 @@ def estimate_race(cfg: RaceConfig, step_s: Mapping[ShapeKey, float], compile_s: 
         evals += 2 * len(cfg.victory_seeds) + 1
     fams = sorted({k[0] for k in keys})
     per_fam = {f: [k for k in keys if k[0] == f] for f in fams}
-    draws = cfg.max_trials / len(fams)
+    draws = trials / len(fams)
     comp = sum(compile_s.get(k, 0.0) * (1.0 - (1.0 - 1.0 / len(per_fam[k[0]])) ** draws) for k in keys)
     ev = evals * sum(eval_s.get(k, 0.0) for k in keys) / len(keys)
     train = steps * mean
@@ -215,8 +216,8 @@ def estimate_lines(est: RaceEstimate, cal: Calibration, *, preset: str, backend:
              "(a busy machine measures slow)"]
     if est.total_s > LONG_RACE_S and backend == "cpu":
         lines.append(f"that is more than {_hms(LONG_RACE_S)}: preset {preset!r} is sized for an accelerator. "
-                     "On a CPU try --preset quick (minutes), or add --budget 2h to stop cleanly and --resume "
-                     "later. Proceeding as asked.")
+                     "On a CPU try --preset quick (minutes), or --budget 2h for an anytime race of two hours "
+                     "that ends with a confirmed champion. Proceeding as asked.")
     return lines
 
 

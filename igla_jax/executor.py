@@ -80,18 +80,21 @@ class Executor:
     says so), "ray" (one Ray task per action; igla_jax.backends_ray) or a Backend object (tests).
     deterministic: feed results in action-id order (None: when the race has one worker slot), so
     runs on different backends or worker counts can be compared; otherwise in arrival order.
-    budget_s: a deadline (seconds of `clock` from construction); in-flight work is cancelled there.
+    deadline_s: a hard stop (seconds of `clock` from construction; not the race's size, which is
+    `RaceConfig.budget_s`); in-flight work is cancelled there and `--resume` continues.
+    Race time: every row carries extra.elapsed_s = the race time its run's earlier sessions account
+    for (the rows' largest elapsed_s) plus `clock` seconds since `t0` (default: construction).
     """
 
     def __init__(self, race: Race, shape: Shape, *, out: Path, run_id: str, version: CodeVersion,
                  ledger: Ledger, board: Leaderboard, rows: Sequence[dict] = (), trainer: Any = None,
-                 filter: Any = None, budget_s: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 filter: Any = None, deadline_s: float | None = None, clock: Callable[[], float] = time.monotonic,
                  on_event: Callable[[RaceState, Any], None] | None = None, canonical: Ledger | None = None,
                  canonical_keys: frozenset = frozenset(), backend: Any = "local", deterministic: bool | None = None,
-                 ray_address: str | None = None, compile_cache: str | None = None):
+                 ray_address: str | None = None, compile_cache: str | None = None, t0: float | None = None):
         self.race, self.shape, self.out, self.run_id, self.version = race, shape, Path(out), run_id, version
         self.ledger, self.board, self.trainer, self.filter = ledger, board, trainer, filter
-        self.budget_s, self.clock, self.on_event = budget_s, clock, on_event
+        self.deadline_s, self.clock, self.on_event = deadline_s, clock, on_event
         self.canonical, self.canonical_keys = canonical, set(canonical_keys)
         self.recorded = index_rows(rows, run_id)
         self.answers = result_answers(rows, run_id)
@@ -99,7 +102,8 @@ class Executor:
         self.deterministic = race.config.workers == 1 if deterministic is None else bool(deterministic)
         self.backend_name = backend if isinstance(backend, str) else type(backend).__name__
         self.make = RowMaker(version, run_id, shape.preset)
-        self.t0 = clock()
+        self.t0 = clock() if t0 is None else t0
+        self.offset = elapsed_of([r for r in rows if r.get("run_id") == run_id])
         self.arrival = len(self.answers)
         self.replayed = 0
         self.executed = 0
@@ -111,7 +115,7 @@ class Executor:
         if isinstance(be, str):
             runner = ActionRunner(self.shape, self.out.resolve(), self.trainer, self.compile_cache)
             be = lazy_backend(be, runner, workers=self.race.config.workers, address=self.ray_address)
-        left = None if self.budget_s is None else (lambda: self.budget_s - (self.clock() - self.t0))
+        left = None if self.deadline_s is None else (lambda: self.deadline_s - (self.clock() - self.t0))
         try:
             done = run_loop(self.race, be, self, filter=self.filter, on_event=self.on_event, answers=self.answers,
                             check=self.check_row, deterministic=self.deterministic, time_left=left)
@@ -144,13 +148,17 @@ class Executor:
                 "(the code, preset or seed changed since this run started); use a fresh --out")
 
     # ------------------------------------------------------------------ the driver's Recorder
+    def elapsed(self) -> float:
+        """Race time now: earlier sessions' time plus this session's."""
+        return self.offset + (self.clock() - self.t0)
+
     def decided(self, a: Any, now: float) -> None:
         """A prune or a promotion, written when the race decides it (a resume finds it written)."""
         if isinstance(a, Prune):
             if (a.action_id, "pruned") not in self.recorded:
-                self._append(prune_row(self.make, a))
+                self._append(with_elapsed(prune_row(self.make, a), self.elapsed()))
         elif (a.action_id, "promoted") not in self.recorded:
-            self._append(promoted_row(self.make, a))
+            self._append(with_elapsed(promoted_row(self.make, a), self.elapsed()))
 
     def resolved(self, action_id: int) -> None:
         """A Score or the Finish: nothing to write."""
@@ -160,7 +168,8 @@ class Executor:
         row = result_row(self.make, a, fin.result, reproduce_tol=self.race.config.reproduce_tol)
         how = {"backend": self.backend_name, "worker": fin.worker, "deterministic": self.deterministic,
                "start_s": round(float(fin.start_s), 3), "finish_s": round(float(fin.finish_s), 3), **fin.meta}
-        row = dataclasses.replace(row, extra={**(row.extra or {}), "arrival": self.arrival, "executor": how})
+        row = dataclasses.replace(row, extra={**(row.extra or {}), "arrival": self.arrival, "executor": how,
+                                              "elapsed_s": round(self.elapsed(), 3)})
         self.arrival += 1
         self.executed += 1
         return self._append(row)
@@ -261,21 +270,33 @@ def _wall(res: Any) -> float:
 
 
 def event_for(a: Any, bpb: float | None, status: str, cost_s: float, test_bpb: float | None = None,
-              train_curve: Sequence[float | None] = ()) -> Any:
+              train_curve: Sequence[float | None] = (), elapsed_s: float | None = None) -> Any:
     """The race event answering compute action `a` (RungDone, ConfirmDone or ReproduceDone)."""
     if isinstance(a, Train):
-        return RungDone(a.action_id, a.trial_id, a.rung, a.to_step, bpb, cost_s, status, tuple(train_curve))
+        return RungDone(a.action_id, a.trial_id, a.rung, a.to_step, bpb, cost_s, status, tuple(train_curve), elapsed_s)
     if isinstance(a, Confirm):
-        return ConfirmDone(a.action_id, a.seed, a.to_step, bpb, cost_s, status, test_bpb)
-    return ReproduceDone(a.action_id, a.seed, a.to_step, bpb, cost_s, status)
+        return ConfirmDone(a.action_id, a.seed, a.to_step, bpb, cost_s, status, test_bpb, elapsed_s)
+    return ReproduceDone(a.action_id, a.seed, a.to_step, bpb, cost_s, status, elapsed_s)
 
 
 def event_from_row(a: Any, row: LedgerRow | Mapping[str, Any]) -> Any:
     """The race event answering `a`, read from its result row (a LedgerRow or the ledger's dict), so a live
     event and the one a resume reads back from the ledger are equal."""
     d = row.to_dict() if isinstance(row, LedgerRow) else row
+    extra = d.get("extra") or {}
+    t = extra.get("elapsed_s")
     return event_for(a, d["bpb"], "diverged" if d["status"] == "diverged" else "ok", float(d.get("wall_s") or 0.0),
-                     d.get("test_bpb"), (d.get("extra") or {}).get("train_curve", ()))
+                     d.get("test_bpb"), extra.get("train_curve", ()), None if t is None else float(t))
+
+
+def elapsed_of(rows: Sequence[Mapping[str, Any]]) -> float:
+    """Race time a run's rows account for: the largest extra.elapsed_s (0 for none, or a ledger older than it)."""
+    return max((float((r.get("extra") or {}).get("elapsed_s") or 0.0) for r in rows), default=0.0)
+
+
+def with_elapsed(row: LedgerRow, elapsed_s: float) -> LedgerRow:
+    """The row with extra.elapsed_s: cumulative race time (seconds, across resumes) when it was written."""
+    return dataclasses.replace(row, extra={**(row.extra or {}), "elapsed_s": round(float(elapsed_s), 3)})
 
 
 def board_add(board: Leaderboard, row: dict) -> None:

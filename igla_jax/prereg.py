@@ -92,6 +92,8 @@ class Prereg:
     curriculum_quantile: float
     curriculum_configs: int
     curriculum_seeds: int
+    confirm_reserve_margin: float
+    harness_regret_cap: float
     version: int = 1
     date: str = ""
     amendments: tuple[Mapping[str, Any], ...] = field(default=(), compare=False, hash=False, repr=False)
@@ -140,6 +142,13 @@ def _positive(name: str, v: Any) -> float:
     x = _float(name, v)
     if x <= 0:
         raise _Bad(name, f"must be > 0, got {x}")
+    return x
+
+
+def _at_least_one(name: str, v: Any) -> float:
+    x = _positive(name, v)
+    if x < 1.0:
+        raise _Bad(name, f"must be >= 1 (a margin on a measured cost), got {x!r}")
     return x
 
 
@@ -226,6 +235,8 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "curriculum_quantile": _fraction,
     "curriculum_configs": lambda n, v: _int(n, v, 1),
     "curriculum_seeds": lambda n, v: _int(n, v, 2),
+    "confirm_reserve_margin": lambda n, v: _at_least_one(n, v),
+    "harness_regret_cap": _positive,
 }
 assert set(_PARSERS) == set(CONSTANT_FIELDS), "every Prereg constant needs a parser"
 

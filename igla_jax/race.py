@@ -11,12 +11,18 @@ Scheduling, when a worker slot is free (Li et al. 2020, Algorithm 2):
 2. else start a new trial: the allocator picks the family among those not exhausted, the sampler
    the config (through the filter's Score / Scored round trip when a filter is enabled); the
    allocator is credited with the family of every trial that starts, queued ones included;
-3. when nothing runs and nothing can start, the champion (best validation BPB at the top rung)
-   is trained from scratch on every victory seed (Confirm: validation and test BPB; victory
+3. when nothing runs and nothing can start, the champion (best validation BPB at the highest rung
+   any trial reached: the top rung unless the budget ended the race first) is trained from scratch
+   to its step on every victory seed (Confirm: validation and test BPB; victory
    judges only these rows' test BPB) and re-run once from scratch on its own search seed
    (Reproduce: reproducibility evidence, never counted). Search trials train on the race's
    search seed, never a victory seed, so selection and confirmation share no training noise.
 A diverged rung prunes the trial with status "diverged"; the race goes on.
+
+Size (`RaceConfig`): `max_trials` caps the trials started; `budget_s` makes the race anytime
+(Li et al. 2020: trials are unbounded, the rungs stay): a promotion or a start is made only when it
+fits what is left after the work in flight and the champion's confirmation (`igla_jax.anytime`),
+with time read from the `elapsed_s` of the events. A sampler that runs out ends the starting phase.
 """
 from __future__ import annotations
 
@@ -28,8 +34,9 @@ from igla_jax.interfaces import Allocator, Filter, Pruner, RandomSampler, RoundR
 from igla_jax.race_types import (
     Action, BudgetExhausted, Confirm, ConfirmDone, Counters, Event, Finish, Prune, RaceConfig,
     RaceError, RaceState, Reproduce, ReproduceDone, RungDone, RungResult, Score, Scored, SeedRun,
-    Start, Train, Trial, summarize,
+    Start, Train, Trial,
 )
+from igla_jax.anytime import champion as best_at_top, fits, summarize
 from igla_jax.search_space import Config
 from igla_jax.verdict import Verdict
 
@@ -110,17 +117,27 @@ class Race:
                     verdicts = _set_verdict(verdicts, role.name, v)
             return self._advance(dataclasses.replace(state, phase="asha", verdicts=verdicts), [])
         if isinstance(event, BudgetExhausted):
-            state = dataclasses.replace(state, outstanding=(), stopped_by="budget")
+            # the executor's hard deadline (a pause, not the race's size): nothing is confirmed
+            state = dataclasses.replace(state, outstanding=(), stopped_by="deadline")
             return self._finish(state, [])
         if state.phase == "init":
             raise RaceError(f"event {type(event).__name__} before Start")
         state, action = self._pop(state, event)
+        t = getattr(event, "elapsed_s", None)
+        if t is not None and t > state.elapsed_s:
+            state = dataclasses.replace(state, elapsed_s=float(t))
         if isinstance(event, RungDone):
             state = self._record_rung(state, action, event)
         elif isinstance(event, Scored):
             return self._scored(state, action, event)
         else:
             state = self._record_seed_run(state, action, event)
+        c = state.config
+        if c.budget_s is not None and not c.confirm and state.elapsed_s >= c.budget_s and state.phase == "asha":
+            # no confirmation to reserve for (a replay): the race ends at its first result past the budget
+            acts: list = []
+            state = self._begin_confirm(dataclasses.replace(state, outstanding=()), acts)
+            return self._finish(state, acts)
         return self._advance(state, [])
 
     def _pop(self, state: RaceState, event: Event) -> tuple[RaceState, Any]:
@@ -193,9 +210,18 @@ class Race:
         return self.filter is not None and self.filter.verdict.enabled
 
     def _can_start(self, state: RaceState) -> bool:
-        if state.counters.started >= state.config.max_trials:
-            return False
-        return bool(state.queue) or len(state.exhausted) < len(state.config.families)
+        return self._start_limit(state) is None
+
+    def _start_limit(self, state: RaceState) -> str | None:
+        """What stops a new trial from starting now: "trials" (max_trials), "sampler" (exhausted), "budget"; None."""
+        c = state.config
+        if c.max_trials is not None and state.counters.started >= c.max_trials:
+            return "trials"
+        if not state.queue and len(state.exhausted) >= len(c.families):
+            return "sampler"
+        if not fits(state, None):
+            return "budget"
+        return None
 
     def _fill(self, state: RaceState, acts: list) -> RaceState:
         while True:
@@ -270,7 +296,7 @@ class Race:
             if len(at_k) < c.eta and not draining:
                 continue
             cands = [t for t in state.trials if t.status == "waiting" and len(t.results) == k + 1
-                     and promotable(at_k, _bpb_or_inf(t.results[k]), c.eta)]
+                     and promotable(at_k, _bpb_or_inf(t.results[k]), c.eta) and fits(state, t)]
             if cands:
                 return min(cands, key=lambda t: (t.results[k].bpb, t.trial_id))
         return None
@@ -303,8 +329,10 @@ class Race:
 
     def _begin_confirm(self, state: RaceState, acts: list) -> RaceState:
         c = state.config
+        champ = best_at_top(state)
+        stop = "budget" if self._start_limit(state) == "budget" else None
         for t in state.trials:
-            if t.status != "waiting":
+            if t.status != "waiting" or (champ is not None and t.trial_id == champ.trial_id):
                 continue
             k = len(t.results) - 1
             at_k = sorted(_bpb_or_inf(x.results[k]) for x in state.trials if len(x.results) > k)
@@ -317,17 +345,19 @@ class Race:
                 "asha", r.bpb))
             acts.append(act)
             state = dataclasses.replace(state, counters=state.counters.add(pruned=1))
-        done = [t for t in state.trials if t.status == "done"]
-        if not done:
-            return dataclasses.replace(state, phase="confirm")
-        champ = min(done, key=lambda t: (t.results[-1].bpb, t.trial_id))
-        state = dataclasses.replace(state, phase="confirm", champion=champ.trial_id)
+        if champ is None:
+            return dataclasses.replace(state, phase="confirm", stopped_by=state.stopped_by or stop)
+        # the champion ends its climb here (status done), at the highest rung reached
+        state = _with_trial(state, champ.trial_id, lambda x: dataclasses.replace(x, status="done"))
+        state = dataclasses.replace(state, phase="confirm", champion=champ.trial_id,
+                                    stopped_by=state.stopped_by or stop)
         if not c.confirm:
             return state
+        step = champ.results[-1].step
         for s in c.victory_seeds:  # every victory seed, from scratch: none of them is the selected run
-            state, act = _emit(state, lambda i: Confirm(i, champ.config, s, c.rungs[-1]))
+            state, act = _emit(state, lambda i: Confirm(i, champ.config, s, step))
             acts.append(act)
-        state, act = _emit(state, lambda i: Reproduce(i, champ.config, champ.seed, c.rungs[-1], champ.results[-1].bpb))
+        state, act = _emit(state, lambda i: Reproduce(i, champ.config, champ.seed, step, champ.results[-1].bpb))
         acts.append(act)
         return state
 

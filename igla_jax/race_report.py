@@ -10,6 +10,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from igla_jax.anytime import reserve_now
 from igla_jax.race import ConfirmDone, ReproduceDone, RungDone, RaceState, Scored
 from igla_jax.race_runner import RaceOutcome, best_so_far, eta_s
 
@@ -21,11 +22,40 @@ def _fmt_s(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def trials_text(state: RaceState) -> str:
+    c, n = state.config, state.counters
+    cap = f"of at most {c.max_trials}" if c.max_trials is not None else "(no cap: the budget sizes the race)"
+    return f"trials started {n.started} {cap}  pruned {n.pruned}  diverged {n.diverged}"
+
+
+def budget_text(state: RaceState, session_s: float) -> str:
+    """Race time spent and left of the budget (from the events), with the confirmation reserve; or the ETA."""
+    c = state.config
+    if c.budget_s is None:
+        return f"elapsed {_fmt_s(session_s)}  ETA ~{_fmt_s(eta_s(state, session_s))}"
+    spent = max(state.elapsed_s, 0.0)
+    res = f"  (confirmation reserve {_fmt_s(reserve_now(state))})" if c.confirm else ""
+    return (f"budget {_fmt_s(c.budget_s)}: spent {_fmt_s(spent)}, left {_fmt_s(max(0.0, c.budget_s - spent))}"
+            f"{res}  session {_fmt_s(session_s)}")
+
+
+def end_text(s: Any) -> str:
+    """How a race ended, in words: finished (and why) or stopped."""
+    champ = "champion confirmed" if s.seed_runs else ("champion chosen, not confirmed" if s.champion else "no champion")
+    if s.stopped_by == "budget":
+        return f"finished: budget spent, {champ}"
+    if s.stopped_by == "complete":
+        return f"finished: every trial it could start has raced, {champ}"
+    if s.stopped_by == "deadline":
+        return "stopped at the deadline (a pause: nothing confirmed); --resume continues"
+    return f"ended ({s.stopped_by})"
+
+
 class LiveProgress:
     """on_event callback: a live rich panel on a terminal, one plain line per event otherwise."""
 
-    def __init__(self, console: Console, *, preset: str, budget_s: float | None):
-        self.console, self.preset, self.budget_s = console, preset, budget_s
+    def __init__(self, console: Console, *, preset: str, budget_s: float | None = None):
+        self.console, self.preset = console, preset   # budget_s: kept for callers; the race's config holds it
         self.t0 = time.monotonic()
         self.live: Live | None = None
         if console.is_terminal:
@@ -51,12 +81,8 @@ class LiveProgress:
         for k, r in enumerate(c.rungs):
             t.add_row(str(k + 1), str(r), str(occ[k]), str(run[k]))
         best = best_so_far(state)
-        line = (f"trials {n.started}/{c.max_trials}  pruned {n.pruned}  diverged {n.diverged}  "
-                f"best BPB {best[1]:.4f} @ step {best[0]}" if best else
-                f"trials {n.started}/{c.max_trials}  pruned {n.pruned}  diverged {n.diverged}  best BPB -")
-        tail = f"phase {state.phase}  elapsed {_fmt_s(el)}  ETA ~{_fmt_s(eta_s(state, el))}"
-        if self.budget_s is not None:
-            tail += f"  budget {_fmt_s(self.budget_s)}"
+        line = trials_text(state) + (f"  best BPB so far {best[1]:.4f} @ step {best[0]}" if best else "  best BPB -")
+        tail = f"phase {state.phase}  " + budget_text(state, el)
         return Group(t, Text(line), Text(tail))
 
     def __call__(self, state: RaceState, ev: Any) -> None:
@@ -75,9 +101,9 @@ class LiveProgress:
         bpb = getattr(ev, "bpb", None)
         val = f" bpb {bpb:.4f}" if isinstance(bpb, float) and math.isfinite(bpb) else (
             " DIVERGED" if getattr(ev, "status", "ok") != "ok" else "")
-        n = state.counters
-        self.console.print(f"[{_fmt_s(el)}] {what}{val} | trials {n.started}/{state.config.max_trials} "
-                           f"pruned {n.pruned} diverged {n.diverged} | ETA ~{_fmt_s(eta_s(state, el))}",
+        best = best_so_far(state)
+        top = f" | best {best[1]:.4f} @ {best[0]}" if best else ""
+        self.console.print(f"[{_fmt_s(el)}] {what}{val} | {trials_text(state)}{top} | {budget_text(state, el)}",
                            highlight=False)
 
 
@@ -88,8 +114,12 @@ def print_summary(console: Console, o: RaceOutcome, final_verdicts: tuple = ()) 
     the race recorded while running).
     """
     s = o.summary
-    console.print(f"\nrace {o.run_id} ({o.preset}) {s.stopped_by}: {o.executed} actions executed, "
-                  f"{o.replayed} replayed from the ledger, {o.wall_s:.1f} s; out {o.out}", highlight=False)
+    c = o.state.config
+    size = (f"budget {_fmt_s(c.budget_s)}, race time {_fmt_s(s.elapsed_s)}" if c.budget_s is not None
+            else f"{c.max_trials} trials")
+    console.print(f"\nrace {o.run_id} ({o.preset}, {size}) {end_text(s)}: {s.counters.started} trials started, "
+                  f"{o.executed} actions executed, {o.replayed} replayed from the ledger, {o.wall_s:.1f} s; "
+                  f"out {o.out}", highlight=False)
     if o.board_top:
         t = Table(title="leaderboard top 5 (v_igla_leaderboard: step >= min_victory_step; BPB = bits per byte)")
         for col in ("#", "config_id", "family", "seed", "step", "bpb"):
@@ -113,13 +143,18 @@ def print_summary(console: Console, o: RaceOutcome, final_verdicts: tuple = ()) 
             test = f", test {r.test_bpb:.6f}" if r.test_bpb is not None else ""
             return f"{r.kind} seed {r.seed}: val {r.bpb:.6f}{test}"
         runs = "; ".join(run_text(r) for r in s.seed_runs)
+        from igla_jax.prereg import load_prereg
+        need = load_prereg().min_victory_step
+        rung = f"rung {s.champion_rung + 1} of {len(c.rungs)}" if s.champion_rung is not None else "rung ?"
         console.print(f"champion {s.champion} {s.champion_config.config_id} ({s.champion_config.short()}): "
-                      f"validation BPB {s.champion_bpb:.6f} at step {s.champion_step} (search seed "
-                      f"{o.state.config.search_seed}; selected on validation, so biased low)", highlight=False)
+                      f"validation BPB {s.champion_bpb:.6f} at step {s.champion_step}, {rung}, the highest any "
+                      f"trial reached (search seed {c.search_seed}; selected on validation, so biased low); its "
+                      f"confirmation trains to step {s.champion_step}, and victory needs step >= {need} "
+                      "(min_victory_step)", highlight=False)
         console.print(f"  from-scratch runs: {runs or 'none'}; reproduced: {s.reproduced} "
                       "(victory judges only the confirm runs' test BPB)", highlight=False)
     else:
-        console.print("no champion: no trial finished the top rung")
+        console.print("no champion: no trial finished a rung")
     if s.verdicts or final_verdicts:
         for name, v in s.verdicts:
             console.print(f"accelerator {name} (last recorded by the race): {v.line()}", highlight=False)

@@ -44,12 +44,22 @@ class Preset:
     families: tuple[str, ...] = FAMILIES
     canonical: bool = False         # append confirmed rows to assertions/seed_results.jsonl
 
-    def race_config(self, prereg: Prereg, seed: int) -> RaceConfig:
+    def default_trials(self, prereg: Prereg) -> int:
+        """The preset's pre-registered trial count (eta^len(rungs) unless the preset names one)."""
         rungs = tuple(self.rungs) if self.rungs is not None else tuple(prereg.rungs)
-        max_trials = self.max_trials if self.max_trials is not None else prereg.eta ** len(rungs)
+        return self.max_trials if self.max_trials is not None else prereg.eta ** len(rungs)
+
+    def race_config(self, prereg: Prereg, seed: int, *, budget_s: float | None = None,
+                    max_trials: int | None = None) -> RaceConfig:
+        """The race of this preset. Its size: `max_trials` when given; else, with a budget, no trial cap
+        (the anytime race); without one, the preset's trial count."""
+        rungs = tuple(self.rungs) if self.rungs is not None else tuple(prereg.rungs)
+        if max_trials is None and budget_s is None:
+            max_trials = self.default_trials(prereg)
         return RaceConfig(rungs=rungs, eta=prereg.eta, seed=seed, max_trials=max_trials,
                           victory_seeds=tuple(prereg.seeds), reproduce_tol=prereg.reproduce_tol,
-                          families=self.families, workers=self.workers, score_pool=prereg.filter_score_pool)
+                          families=self.families, workers=self.workers, score_pool=prereg.filter_score_pool,
+                          budget_s=budget_s, reserve_margin=prereg.confirm_reserve_margin)
 
 
 PRESETS: dict[str, Preset] = {
@@ -122,8 +132,9 @@ def race_spec(*, seed: int, preset: str, race_config: RaceConfig, prereg: Prereg
     roles: the plugged-in role names (sampler, filter, pruner, allocator); extra: the CLI's
     accelerator flags and the sha256 of each verdict's source file.
     """
+    budget = {"budget_s": race_config.budget_s} if race_config.budget_s is not None else {}
     return {"seed": seed, "preset": preset, "search_seed": race_config.search_seed,
-            "rungs": list(race_config.rungs), "max_trials": race_config.max_trials,
+            "rungs": list(race_config.rungs), "max_trials": race_config.max_trials, **budget,
             "prereg_version": prereg.version, "roles": dict(roles), **(extra or {})}
 
 
@@ -144,6 +155,8 @@ def _prepare_out(out: Path, *, seed: int, preset: str, spec: dict[str, Any], res
     except OSError as e:
         raise RaceSetupError(f"--out {out}: not a writable directory ({e.strerror or e})") from None
     manifest = out / "race.json"
+    if resume and not manifest.is_file() and not _has_rows(out / "ledger.jsonl"):
+        resume = False   # a race killed in its first seconds wrote nothing to continue: start it
     if resume:
         if not manifest.is_file():
             raise RaceSetupError(f"--resume: {manifest} not found; there is no race to resume in --out {out}")
@@ -171,6 +184,23 @@ def _prepare_out(out: Path, *, seed: int, preset: str, spec: dict[str, Any], res
     return run_id
 
 
+def _has_rows(ledger: Path) -> bool:
+    try:
+        return ledger.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
+def recorded_budget(out: Path) -> float | None:
+    """The budget_s in --out's race.json (None: none recorded, or no readable race.json)."""
+    try:
+        spec = json.loads((Path(out) / "race.json").read_text()).get("spec") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    b = spec.get("budget_s") if isinstance(spec, dict) else None
+    return float(b) if isinstance(b, (int, float)) else None
+
+
 def _rebuild_board(db: Path, rows: list[dict], prereg: Prereg) -> Leaderboard:
     """A fresh leaderboard mirroring the ledger rows (the ledger is the source of truth)."""
     for p in (db, db.with_name(db.name + "-journal")):
@@ -189,7 +219,8 @@ def ranking(state: RaceState) -> tuple:
     return tuple(sorted(rows, key=lambda r: (-r[2], r[3], r[0])))
 
 
-def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None, resume: bool = False,
+def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None, max_trials: int | None = None,
+             deadline_s: float | None = None, resume: bool = False,
              prereg: Prereg | None = None, sampler: Any = None, filter: Any = None, pruner: Any = None,
              allocator: Any = None, trainer: Any = None, progress: Any = None,
              canonical: bool | None = None, spec_extra: dict[str, Any] | None = None,
@@ -198,16 +229,29 @@ def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None
              clock: Callable[[], float] = time.monotonic) -> RaceOutcome:
     """Runs (or resumes) one race to its Finish action; see the module docstring for the files.
 
+    budget_s: the race's size in wall seconds (the anytime race; igla_jax.anytime), counted from
+    this call and cumulative across resumes (every row carries extra.elapsed_s); a resume without
+    one takes the budget race.json records, so a resumed race gets what is left of it (the work in
+    flight at a kill is redone and not charged). max_trials: a trial cap (default: the preset's
+    count when there is no budget, none with one). deadline_s: a hard stop of this session (a pause:
+    work in flight is cancelled, nothing is confirmed, --resume continues).
+
     spec_extra: what else defines the race (the CLI's accelerator flags, verdict-source hashes);
     recorded in race.json and compared on --resume. executor: "local", "population", "ray" or a
     Backend object (igla_jax.executor.Executor); workers: Train actions in flight at once (the
     race's slots, part of its specification; default the preset's, 1); deterministic: feed results
     in action-id order (default: when workers == 1); compile_cache: the XLA cache Ray workers use.
     """
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), clock()
     pr = prereg if prereg is not None else load_prereg()
     if preset not in PRESETS:
         raise RaceSetupError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    if budget_s is None and resume:
+        budget_s = recorded_budget(Path(out))
+    if budget_s is not None and not budget_s > 0:
+        raise RaceSetupError(f"--budget {budget_s!r}: must be a positive number of seconds")
+    if max_trials is not None and max_trials < 1:
+        raise RaceSetupError(f"--max-trials {max_trials!r}: must be >= 1")
     if workers is not None and workers < 1:
         raise RaceSetupError(f"--workers {workers!r}: must be >= 1")
     if isinstance(executor, str):
@@ -220,7 +264,7 @@ def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None
     out = Path(out)
     sampler = sampler or RandomSampler(ps.space)
     allocator = allocator or RoundRobin()
-    rc = ps.race_config(pr, seed)
+    rc = ps.race_config(pr, seed, budget_s=budget_s, max_trials=max_trials)
     if workers is not None:
         rc = dataclasses.replace(rc, workers=workers)
     roles = {"sampler": sampler.name, "filter": getattr(filter, "name", None),
@@ -241,7 +285,7 @@ def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None
     race = Race(rc, sampler=sampler, filter=filter, pruner=pruner, allocator=allocator)
     shape = Shape(preset=preset, space=ps.space, context=ps.context, batch=ps.batch)
     ex = Executor(race, shape, out=out, run_id=run_id, version=code_version(), ledger=ledger, board=board,
-                  rows=rows, trainer=trainer, filter=filter, budget_s=budget_s, clock=clock,
+                  rows=rows, trainer=trainer, filter=filter, deadline_s=deadline_s, clock=clock, t0=c0,
                   on_event=progress, canonical=canon, canonical_keys=canon_keys, backend=executor,
                   deterministic=deterministic, ray_address=ray_address, compile_cache=compile_cache)
     try:
@@ -266,6 +310,7 @@ class ReplayOutcome(RaceOutcome):
 
 
 def run_replay(*, seed: int, preset: str, table: Any, out: Path | None = None, workers: int = 1,
+               budget_s: float | None = None, max_trials: int | None = None,
                prereg: Prereg | None = None, sampler: Any = None, filter: Any = None, pruner: Any = None,
                allocator: Any = None, progress: Any = None, draw_seed: int | None = None,
                version: CodeVersion | None = None, spec_extra: dict[str, Any] | None = None) -> ReplayOutcome:
@@ -274,7 +319,8 @@ def run_replay(*, seed: int, preset: str, table: Any, out: Path | None = None, w
     The race is the live one (same RaceConfig from the preset and --seed, same sampler, filter,
     pruner and allocator), except: search trials train on the table's primary seed (the race's
     search seed), `workers` simulated workers, and no confirmation (the table holds no victory-seed
-    runs). Default sampler: RandomSampler over the table's uniform stratum (the live random sampler
+    runs), so a budget (simulated seconds) takes no confirmation reserve: the race starts trials until
+    it is spent and ends at its first result past it, as the peers' replays do. Default sampler: RandomSampler over the table's uniform stratum (the live random sampler
     never proposes a phi-grid config). out None keeps the rows in memory (no victory verdict, no
     leaderboard); with out, race.json, ledger.jsonl and race.db are written as a live race writes them.
     """
@@ -288,7 +334,7 @@ def run_replay(*, seed: int, preset: str, table: Any, out: Path | None = None, w
         raise RaceSetupError(f"--workers {workers!r}: must be >= 1")
     ps = PRESETS[preset]
     tab = table if isinstance(table, ReplayTable) else load_table(table)
-    base = ps.race_config(pr, seed)
+    base = ps.race_config(pr, seed, budget_s=budget_s, max_trials=max_trials)
     missing = [r for r in base.rungs if r not in tab.ladder]
     if (tab.preset is not None and tab.preset != preset) or missing:
         raise RaceSetupError(f"--replay {tab.name}: recorded for preset {tab.preset!r} (ladder {list(tab.ladder)}); "
@@ -364,7 +410,11 @@ def _victory(rows: tuple, summary: RaceSummary, prereg: Prereg) -> Any:
 
 
 def planned_steps(cfg: RaceConfig) -> int:
-    """Expected optimiser steps of a whole race (synchronous-SHA estimate, plus a confirm per victory seed + reproduce)."""
+    """Expected optimiser steps of a whole race (synchronous-SHA estimate, plus a confirm per victory seed + reproduce).
+
+    A race without a trial cap (sized by its budget) is estimated at eta^len(rungs) trials."""
+    n = cfg.max_trials if cfg.max_trials is not None else cfg.eta ** len(cfg.rungs)
+    cfg = dataclasses.replace(cfg, max_trials=n)
     total, prev = 0, 0
     for k, r in enumerate(cfg.rungs):
         total += max(1, cfg.max_trials // cfg.eta**k) * (r - prev)

@@ -33,11 +33,18 @@ class RaceConfig:
 
     `seed` drives the race's own randomness (sampling, tie-breaks); every search trial trains on
     `search_seed` (derived from `seed` unless given), which is never a victory seed.
+
+    Size: `budget_s` (seconds of race time: wall time live, simulated time in a replay; time reaches
+    the race only through the `elapsed_s` its events carry) and/or `max_trials` (trials started);
+    at least one of them. With a budget the race keeps starting trials until what is left is what
+    the work in flight and the champion's confirmation need (`reserve_margin` x the champion's
+    measured path cost, per victory seed and the reproduce run); without confirmation (a replay)
+    it starts trials until the budget is spent and ends at the first result past it.
     """
     rungs: tuple[int, ...]
     eta: int
     seed: int
-    max_trials: int
+    max_trials: int | None
     victory_seeds: tuple[int, ...]
     reproduce_tol: float
     families: tuple[str, ...] = FAMILIES
@@ -45,6 +52,8 @@ class RaceConfig:
     score_pool: int = 10      # candidates per filter Score action (prereg filter_score_pool in the race CLI)
     confirm: bool = True      # confirm on every victory seed + reproduce the champion after the last rung
     search_seed: int | None = None
+    budget_s: float | None = None   # the race's size in seconds of race time (None: sized by max_trials)
+    reserve_margin: float = 1.0     # prereg confirm_reserve_margin in the race CLI
 
     def __post_init__(self) -> None:
         r = tuple(int(x) for x in self.rungs)
@@ -55,8 +64,14 @@ class RaceConfig:
         object.__setattr__(self, "families", tuple(self.families))
         if self.eta < 2:
             raise ValueError(f"RaceConfig.eta={self.eta!r}: must be >= 2")
+        if self.max_trials is None and self.budget_s is None:
+            raise ValueError("RaceConfig: give max_trials or budget_s (a race needs a size)")
+        if self.budget_s is not None and not (math.isfinite(self.budget_s) and self.budget_s > 0):
+            raise ValueError(f"RaceConfig.budget_s={self.budget_s!r}: must be a positive number of seconds")
+        if not (math.isfinite(self.reserve_margin) and self.reserve_margin >= 1.0):
+            raise ValueError(f"RaceConfig.reserve_margin={self.reserve_margin!r}: must be >= 1")
         for f in ("max_trials", "workers", "score_pool"):
-            if getattr(self, f) < 1:
+            if getattr(self, f) is not None and getattr(self, f) < 1:
                 raise ValueError(f"RaceConfig.{f}={getattr(self, f)!r}: must be >= 1")
         bad = [f for f in self.families if f not in FAMILIES]
         if bad or not self.families or len(set(self.families)) != len(self.families):
@@ -143,6 +158,7 @@ class RungDone:
     cost_s: float
     status: str  # "ok" | "diverged"
     train_curve: tuple[float | None, ...] = ()  # mean training bits per chunk of this action (ledger: extra.train_curve)
+    elapsed_s: float | None = None  # race time when the result arrived (ledger: extra.elapsed_s; None in old ledgers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +181,7 @@ class ConfirmDone:
     cost_s: float
     status: str
     test_bpb: float | None = None   # the race records it; no decision of the race reads it
+    elapsed_s: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +192,7 @@ class ReproduceDone:
     bpb: float | None
     cost_s: float
     status: str
+    elapsed_s: float | None = None
 
 
 Event = Union[Start, RungDone, Scored, BudgetExhausted, ConfirmDone, ReproduceDone]
@@ -254,6 +272,10 @@ class RaceSummary:
     occupancy: tuple[int, ...]   # trials whose highest completed rung is k
     running: tuple[int, ...]     # Train actions outstanding per rung
     verdicts: tuple[tuple[str, Verdict], ...]
+    champion_rung: int | None = None     # rung index (0-based) the champion reached: the highest any trial reached
+    elapsed_s: float = 0.0               # race time of the last event
+    budget_s: float | None = None
+    reserve_s: float | None = None       # what the champion's confirmation is estimated to need now (budget races)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,35 +307,10 @@ class RaceState:
     stopped_by: str | None
     pruner_state: Any = None
     filter_state: Any = None
+    elapsed_s: float = 0.0             # race time of the latest event that carried one
 
     def trial(self, trial_id: str) -> Trial:
         for t in self.trials:
             if t.trial_id == trial_id:
                 return t
         raise KeyError(trial_id)
-
-
-def summarize(state: RaceState) -> RaceSummary:
-    """The summary of a state (pure): used for the Finish action and for live progress."""
-    n = len(state.config.rungs)
-    occ = [0] * n
-    for t in state.trials:
-        if t.rung >= 0:
-            occ[t.rung] += 1
-    run = [0] * n
-    for a in state.outstanding:
-        if isinstance(a, Train):
-            run[a.rung] += 1
-    champ = state.trial(state.champion) if state.champion else None
-    rep = [r for r in state.seed_runs if r.kind == "reproduce"]
-    reproduced = None
-    if champ is not None and rep:
-        b = rep[0].bpb
-        reproduced = b is not None and math.isfinite(b) and abs(b - champ.results[-1].bpb) <= state.config.reproduce_tol
-    return RaceSummary(
-        phase=state.phase, stopped_by=state.stopped_by, champion=state.champion,
-        champion_config=champ.config if champ else None,
-        champion_bpb=champ.results[-1].bpb if champ else None,
-        champion_step=champ.results[-1].step if champ else None,
-        seed_runs=state.seed_runs, reproduced=reproduced, counters=state.counters,
-        occupancy=tuple(occ), running=tuple(run), verdicts=state.verdicts)

@@ -52,6 +52,8 @@ def test_the_density_ratio_prefers_configs_like_the_good_ones():
     off = dataclasses.replace(cfgs[0], lr=1e-2)
     r = m.ratio(np.stack([encode(mid, vals), encode(off, vals)]))
     assert r[0] > 2 * r[1]
+    one = m.ratio(np.stack([encode(mid, vals)]))      # a family with one unseen candidate left (the anytime race)
+    assert one.shape == (1,) and one[0] == pytest.approx(r[0])
 
 
 def test_live_proposals_on_the_full_grid_are_fresh_and_deterministic():

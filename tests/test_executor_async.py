@@ -285,9 +285,9 @@ def test_deadline_cancels_work_in_flight_and_resume_redoes_it_from_its_checkpoin
     tr = Trainer(clock=clock, block_promoted=True)
     out = tmp_path / "b"
     t0 = time.monotonic()
-    part = race(out, "smoke", workers=1, trainer=tr, budget_s=100.0, clock=lambda: clock[0])
+    part = race(out, "smoke", workers=1, trainer=tr, deadline_s=100.0, clock=lambda: clock[0])
     assert time.monotonic() - t0 < 10
-    assert part.summary.stopped_by == "budget"
+    assert part.summary.stopped_by == "deadline"
     blocked = [c for c in tr.calls if c[2] == "started"]
     assert len(blocked) == 1 and blocked[0][0] is not None   # cancelled mid-training, from a rung checkpoint
     ckpt, to_step = blocked[0][:2]

@@ -194,12 +194,12 @@ def test_diverged_trial_is_pruned_and_race_goes_on():
     assert all(not (isinstance(a, Train) and a.trial_id == v.trial_id and a.rung > 0) for a in actions)
 
 
-def test_budget_stop_finishes_cleanly():
+def test_deadline_stop_finishes_cleanly():
     race = Race(cfg(max_trials=27))
     state, events, actions = drive(race, stop_after=6)
     assert isinstance(events[-1], BudgetExhausted)
-    assert state.phase == "finished" and state.stopped_by == "budget" and state.outstanding == ()
-    assert isinstance(actions[-1], Finish) and actions[-1].summary.stopped_by == "budget"
+    assert state.phase == "finished" and state.stopped_by == "deadline" and state.outstanding == ()
+    assert isinstance(actions[-1], Finish) and actions[-1].summary.stopped_by == "deadline"
     with pytest.raises(RaceError, match="after the race finished"):
         race.step(state, Start())
     full, _, _ = drive(race)

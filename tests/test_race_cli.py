@@ -137,11 +137,11 @@ def test_resume_after_crash_reaches_same_ledger_and_leaderboard(tmp_path):
     assert again.executed == 0 and len(read_ledger(out / "ledger.jsonl").rows) == len(rows)
 
 
-def test_budget_stop_then_resume(tmp_path):
+def test_deadline_stop_then_resume(tmp_path):
     ref = run_race(seed=7, preset="smoke", out=tmp_path / "ref", trainer=FakeTrainer())
     out = tmp_path / "b"
-    part = run_race(seed=7, preset="smoke", out=out, budget_s=0.25, trainer=FakeTrainer(sleep_s=0.03))
-    assert part.summary.stopped_by == "budget"
+    part = run_race(seed=7, preset="smoke", out=out, deadline_s=0.25, trainer=FakeTrainer(sleep_s=0.03))
+    assert part.summary.stopped_by == "deadline"
     n = len(read_ledger(out / "ledger.jsonl").rows)
     assert n < len(read_ledger(tmp_path / "ref" / "ledger.jsonl").rows)
     done = run_race(seed=7, preset="smoke", out=out, resume=True, trainer=FakeTrainer())
@@ -266,8 +266,14 @@ def test_out_dir_rules(tmp_path):
                  spec_extra={"flags": {"sampler": "random", "mup": "study"}})
     run_race(seed=1, preset="smoke", out=tmp_path / "f", resume=True, trainer=FakeTrainer(),
              spec_extra={"flags": {"sampler": "phi", "mup": "study"}})
+    # a race killed before it wrote anything (no race.json, no ledger rows): --resume starts it
+    fresh = run_race(seed=1, preset="smoke", out=tmp_path / "empty", resume=True, trainer=FakeTrainer())
+    assert fresh.summary.stopped_by == "complete" and (tmp_path / "empty" / "race.json").is_file()
+    assert fresh.executed == len(fresh.rows) - sum(r["status"] in ("pruned", "promoted") for r in fresh.rows)
+    (tmp_path / "orphan").mkdir()
+    (tmp_path / "orphan" / "ledger.jsonl").write_text('{"run_id": "x"}\n')   # rows without their race.json
     with pytest.raises(RaceSetupError, match="no race to resume"):
-        run_race(seed=1, preset="smoke", out=tmp_path / "empty", resume=True, trainer=FakeTrainer())
+        run_race(seed=1, preset="smoke", out=tmp_path / "orphan", resume=True, trainer=FakeTrainer())
     (tmp_path / "file").write_text("x")
     with pytest.raises(RaceSetupError, match="not a writable directory"):
         run_race(seed=1, preset="smoke", out=tmp_path / "file" / "sub", trainer=FakeTrainer())

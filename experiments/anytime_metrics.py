@@ -1,0 +1,145 @@
+"""The anytime metrics of the harness (prereg v8): anytime regret, times to 0.02/0.05/0.10, oracle multiples.
+
+  python -m experiments.anytime_metrics --methods asha asha_capped synetune_asha [--peers] [--truth]
+
+Per method and worker count: the normalised anytime regret (primary; the mean over the budget of
+min(regret of the incumbent, harness_regret_cap), the cap before the first completion), the median
+time to regret <= 0.02, 0.05 and 0.10 with the share that never gets there, each time also as a
+multiple of the oracle time (the table's best config trained straight to the top rung), and a
+paired one-sided sign test of the anytime regret against --reference at alpha / 7. --truth reads
+the table's truth file (`igla_jax.truth`): configs recorded there on both extra seeds take the mean
+of those as their true BPB; the summary says how many do.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from experiments import harness as H
+from igla_jax.prereg import Prereg, load_prereg, repo_root
+from igla_jax.replay import ReplayTable
+
+TOLS = (0.02, 0.05, 0.10)
+
+
+def oracle_s(table: ReplayTable, truth: H.Truth) -> float:
+    """The best config by true BPB trained straight to the top rung: its segments, one evaluation, one compile."""
+    cid = truth.ids[int(np.argmin(truth.true_bpb))]
+    return H.full_cost_s(table, cid) + table.compile_of(table.runs[(cid, table.primary_seed)].shape)
+
+
+def regret_area(traj: H.Trajectory, truth: H.Truth, budget: float, cap: float) -> float:
+    """(1 / budget) x integral over [0, budget] of min(regret, cap); the cap before the first completion."""
+    a = H.arrays(traj, truth, budget)
+    t_prev, cur, best_obs, area = 0.0, cap, math.inf, 0.0
+    for t, c, o in zip(a.t, a.cidx, a.obs):
+        area += cur * (min(t, budget) - t_prev)
+        t_prev = min(t, budget)
+        if o < best_obs:
+            best_obs, cur = o, min(cap, float(truth.true_bpb[c] - truth.best))
+    area += cur * (budget - t_prev)
+    return area / budget
+
+
+def summarise(trajs: Mapping[tuple[str, int], Sequence[H.Trajectory]], truth: H.Truth, budget: float,
+              prereg: Prereg, oracle: float, reference: str | None) -> list[dict[str, Any]]:
+    """One row per (method, workers), with the sign test of its regret area against `reference` at the same workers."""
+    cap, alpha = prereg.harness_regret_cap, prereg.alpha_per_arm
+    areas = {k: np.array([regret_area(t, truth, budget, cap) for t in v]) for k, v in trajs.items()}
+    rows = []
+    for (m, w), v in sorted(trajs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        row: dict[str, Any] = {"method": m, "workers": w, "repeats": len(v),
+                               "anytime_regret": {"median": float(np.median(areas[(m, w)])),
+                                                  "mean": float(np.mean(areas[(m, w)]))}}
+        for tol in TOLS:
+            ts = np.array([H.time_to_tol(t, truth, tol, budget) for t in v])
+            med = float(np.median(ts))
+            row[f"tol_{tol:g}"] = {"median_s": H._fmt(med), "never": float(np.mean(np.isinf(ts))),
+                                   "oracle_multiple": H._fmt(med / oracle)}
+        ref = (reference, w)
+        if reference is not None and ref in areas and m != reference:
+            st = H.sign_test(areas[(m, w)], areas[ref])   # a win: a lower regret area in the paired repeat
+            row["vs_reference"] = {"reference": reference, "sign_test": st, "level": alpha,
+                                   "lower_regret": bool(st["p"] < alpha)}
+        rows.append(row)
+    return rows
+
+
+def table_lines(rows: Sequence[Mapping[str, Any]], oracle: float) -> list[str]:
+    def s(x: Any) -> str:
+        return "never" if x == "inf" else f"{x:.0f}"
+    head = (f"{'method':<16}{'w':>3}{'reps':>5}{'regret':>9}" + "".join(f"{'t<=' + format(t, 'g'):>10}{'never':>7}"
+                                                                     for t in TOLS) + f"{'x oracle':>10}{'p vs ref':>10}")
+    out = [f"oracle time {oracle:.1f} simulated s (median times; x oracle at tolerance 0.02)", head, "-" * len(head)]
+    for r in rows:
+        line = f"{r['method']:<16}{r['workers']:>3}{r['repeats']:>5}{r['anytime_regret']['median']:>9.4f}"
+        for t in TOLS:
+            x = r[f"tol_{t:g}"]
+            line += f"{s(x['median_s']):>10}{x['never']:>7.0%}"
+        om = r["tol_0.02"]["oracle_multiple"]
+        line += f"{('never' if om == 'inf' else f'{om:.1f}x'):>10}"
+        vs = r.get("vs_reference")
+        line += f"{vs['sign_test']['p']:>10.2g}" if vs else f"{'-':>10}"
+        out.append(line)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments.anytime_metrics", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("--table", type=Path, default=repo_root() / "assertions" / "curves_tenth.jsonl")
+    ap.add_argument("--methods", nargs="+", default=["asha", "asha_capped"])
+    ap.add_argument("--reference", default="asha", help="the method every other is sign-tested against (default asha)")
+    ap.add_argument("--peers", action="store_true", help="load the peer adapters (pip install -e '.[compare]')")
+    ap.add_argument("--truth", action="store_true", help="true BPB from the table's truth file where it has both seeds")
+    ap.add_argument("--repeats", type=int, default=100)
+    ap.add_argument("--repeats-multi", type=int, default=20)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    a = ap.parse_args(argv)
+    from igla_jax.replay import load_table
+    import experiments.replay_methods  # noqa: F401  (registers ours and the baselines)
+    import experiments.replay_methods_v4  # noqa: F401
+    if a.peers:
+        import experiments.peers  # noqa: F401
+    unknown = [m for m in a.methods if m not in H.METHODS]
+    if unknown:
+        print(f"error: unknown method(s) {unknown}; registered: {sorted(H.METHODS)}", file=sys.stderr)
+        return 2
+    pr = load_prereg()
+    table = load_table(a.table)
+    extra, note = None, "true BPB: the table's mean over the seeds it holds (primary seed included)"
+    if a.truth:
+        from igla_jax import curves, truth
+        tp = truth.truth_path(a.table)
+        seeds = curves.read_manifest(curves.manifest_path(a.table))["seeds"]["extra"]
+        rows = list(curves.read_table(a.table).rows) + list(curves.read_table(tp, missing_ok=True).rows)
+        extra = truth.true_bpb(rows, extra_seeds=seeds)
+        note = f"true BPB: mean over the two extra seeds for {len(extra)} configs ({tp.name}), else the table's mean"
+    tr = H.table_truth(table, extra)
+    budget = H.budget_s(table, tr)
+    reps = {w: a.repeats if w == 1 else a.repeats_multi for w in a.workers}
+    run = H.run_methods(table, a.methods, reps, budget, jobs=a.jobs)
+    oracle = oracle_s(table, tr)
+    rows = summarise(run.trajs, tr, budget, pr, oracle, a.reference if a.reference in a.methods else None)
+    print(f"{table.name}: budget {budget:.1f} simulated s; {note}; best true BPB {tr.best:.4f}")
+    for line in table_lines(rows, oracle):
+        print(line)
+    if a.out is not None:
+        a.out.write_text(json.dumps({"command": "python -m experiments.anytime_metrics " + " ".join(argv or sys.argv[1:]),
+                                     "table": table.name, "table_sha256": table.sha256, "budget_s": budget,
+                                     "oracle_s": oracle, "truth": note, "prereg_version": pr.version, "rows": rows},
+                                    indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The harness's anytime metrics (prereg v8) on hand-made trajectories with known answers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from experiments import harness as H
+from experiments.anytime_metrics import regret_area, summarise
+from igla_jax.prereg import load_prereg
+from igla_jax.truth import selection, true_bpb
+
+PR = load_prereg()
+TRUTH = H.Truth(("a", "b", "c"), ("uniform",) * 3, np.array([2.0, 2.3, 3.5]), {"a": 0, "b": 1, "c": 2})
+
+
+def traj(comps, repeat=0, method="m"):
+    return H.Trajectory(method, repeat, 1, tuple(comps), None)
+
+
+def test_regret_area_integrates_the_capped_incumbent_regret():
+    cap = PR.harness_regret_cap
+    assert regret_area(traj([]), TRUTH, 100.0, cap) == cap                       # nothing completes: the cap
+    # c (regret 1.5, capped at 1.0) at 10 s, b (0.3) at 40 s, a (0) at 70 s
+    t = traj([(10.0, "c", 3.4), (40.0, "b", 2.31), (70.0, "a", 2.05)])
+    want = (10 * cap + 30 * min(cap, 1.5) + 30 * 0.3 + 30 * 0.0) / 100
+    assert regret_area(t, TRUTH, 100.0, cap) == pytest.approx(want)
+    # the incumbent follows the observed BPB, not the truth: a worse observation does not replace it
+    t2 = traj([(10.0, "b", 2.31), (20.0, "a", 2.4)])
+    assert regret_area(t2, TRUTH, 100.0, cap) == pytest.approx((10 * cap + 90 * 0.3) / 100)
+    # completions after the budget do not count
+    assert regret_area(traj([(150.0, "a", 2.0)]), TRUTH, 100.0, cap) == cap
+
+
+def test_summarise_reports_tolerances_oracle_multiples_and_a_paired_test():
+    good = [traj([(5.0, "a", 2.0)], r, "good") for r in range(12)]
+    slow = [traj([(50.0, "b", 2.3), (90.0, "a", 2.0)], r, "slow") for r in range(12)]
+    rows = summarise({("good", 1): good, ("slow", 1): slow}, TRUTH, 100.0, PR, oracle=5.0, reference="slow")
+    g = next(r for r in rows if r["method"] == "good")
+    assert g["tol_0.02"]["median_s"] == 5.0 and g["tol_0.02"]["oracle_multiple"] == 1.0
+    assert g["vs_reference"]["sign_test"]["wins"] == 12 and g["vs_reference"]["lower_regret"]
+    s = next(r for r in rows if r["method"] == "slow")
+    assert s["tol_0.1"]["median_s"] == 90.0 and s["tol_0.1"]["never"] == 0.0 and "vs_reference" not in s
+    assert s["tol_0.02"]["oracle_multiple"] == 18.0
+
+
+def _row(cid, stratum, seed, role, b):
+    return {"config_id": cid, "config": {"family": "attn", "width": 32, "depth": 1, "lr": 0.001, "beta": 0.9,
+                                         "warmup": 0.0, "wd": 0.0, "dropout": 0.0},
+            "stratum": stratum, "seed": seed, "seed_role": role, "status": "ok" if b else "diverged",
+            "val_bpb": [b]}
+
+
+def test_truth_is_the_mean_over_the_extra_seeds_and_a_diverged_run_counts_as_uniform():
+    rows = [_row("x", "uniform", 1, "primary", 2.0), _row("x", "uniform", 2, "extra", 2.1),
+            _row("x", "uniform", 3, "extra", 2.3), _row("y", "phi", 1, "primary", 2.5),
+            _row("y", "phi", 2, "extra", None), _row("y", "phi", 3, "extra", 2.6), _row("z", "phi", 2, "extra", 2.0)]
+    t = true_bpb(rows, extra_seeds=(2, 3))
+    assert t == pytest.approx({"x": 2.2, "y": (8.0 + 2.6) / 2})   # z lacks seed 3: no truth value
+
+
+def test_truth_selection_takes_the_near_best_and_each_stratum_top():
+    cfg = {"family": "attn", "width": 32, "depth": 1, "lr": 0.001, "beta": 0.9, "warmup": 0.0, "wd": 0.0}
+    from igla_jax.search_space import config_from_dict
+    rows = []
+    for i, (st, b) in enumerate([("uniform", 2.0), ("uniform", 2.05), ("uniform", 2.5), ("phi", 2.9), ("phi", 3.0)]):
+        c = config_from_dict({**cfg, "dropout": 0.0, "lr": 0.001 * (i + 1)})
+        rows.append({"config_id": c.config_id, "config": c.to_dict(), "stratum": st, "seed": 1,
+                     "seed_role": "primary", "status": "ok", "val_bpb": [b]})
+    got = selection(rows, within=0.10, top=1)
+    assert [s for _, s in got] == ["uniform", "uniform", "phi"] and len(got) == 3
