@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             outcome = run_replay(seed=args.seed, preset=args.preset, table=table, out=out, workers=args.workers,
                                  budget_s=budget_s, max_trials=args.max_trials,
                                  prereg=prereg, sampler=sampler, filter=zc_filter, allocator=allocator,
-                                 pruner=pruner, spec_extra=spec_extra)
+                                 pruner=pruner, spec_extra=spec_extra, report=False)
         else:
             outcome = run_race(seed=args.seed, preset=args.preset, out=out, budget_s=budget_s, resume=args.resume,
                                max_trials=args.max_trials,
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                                pruner=pruner, progress=progress, spec_extra=spec_extra,
                                executor=args.executor or "local", workers=args.workers,
                                deterministic=args.deterministic, ray_address=args.ray_address,
-                               compile_cache=xla_cache or None)
+                               compile_cache=xla_cache or None, report=False)
     except (RaceSetupError, ResumeError, LedgerError, LeaderboardError, CheckpointError, DataError,
             VictoryError, CurveError, BackendError, OSError) as e:
         close()
@@ -304,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
                                                 max_trials=outcome.state.config.max_trials,
                                                 rungs=outcome.state.config.rungs)),)
     print_summary(Console(soft_wrap=True), outcome, final)
+    if outcome.out is not None:
+        from igla_jax.race_runner import write_report
+        png = write_report(Path(outcome.out), outcome.summary, run_id=outcome.run_id, preset=outcome.preset,
+                           victory=outcome.victory, wall_s=outcome.wall_s, final_verdicts=final)
+        if png is not None:
+            print(f"report: {png} (and report.html beside it; redraw: python -m experiments.report {outcome.out})")
     if replay:
         print(f"replayed from {outcome.table} (sha256 {outcome.table_sha256[:12]}): simulated wall time "
               f"{outcome.sim_s:.1f} s on {outcome.workers} worker(s) (compiling: {outcome.compile_s:.1f} "

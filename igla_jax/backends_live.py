@@ -54,7 +54,7 @@ class ActionRunner:
     def configs(self, a: Any) -> tuple[Any, Any]:
         s = self.shape
         mc = a.config.to_model_config(context=s.context, head_dim=s.space.head_dim)
-        horizon = a.total_steps if isinstance(a, Train) else a.to_step
+        horizon = a.total_steps if isinstance(a, Train) else (a.total_steps or a.to_step)
         return mc, a.config.to_train_config(seed=a.seed, total_steps=horizon, batch=s.batch)
 
     def key(self, a: Any) -> tuple:

@@ -237,6 +237,8 @@ def result_row(make: RowMaker, a: Any, res: Any, *, reproduce_tol: float) -> Led
     else:
         status, bpb, step = "trained", float(res.val_bpb), a.to_step
     extra = {"trial_id": tid, "action": kind, "from_step": getattr(a, "from_step", 0)}
+    if isinstance(a, (Confirm, Reproduce)) and a.total_steps is not None:
+        extra["lr_horizon"] = int(a.total_steps)   # the search trials' schedule, stopped at to_step
     if getattr(res, "params", None) is not None:
         extra["params"] = int(res.params)
     extra["tokens_per_s"] = round(float(res.tokens_per_s), 3)

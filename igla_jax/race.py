@@ -355,9 +355,10 @@ class Race:
             return state
         step = champ.results[-1].step
         for s in c.victory_seeds:  # every victory seed, from scratch: none of them is the selected run
-            state, act = _emit(state, lambda i: Confirm(i, champ.config, s, step))
+            state, act = _emit(state, lambda i: Confirm(i, champ.config, s, step, c.rungs[-1]))
             acts.append(act)
-        state, act = _emit(state, lambda i: Reproduce(i, champ.config, champ.seed, step, champ.results[-1].bpb))
+        state, act = _emit(state, lambda i: Reproduce(i, champ.config, champ.seed, step, champ.results[-1].bpb,
+                                                         c.rungs[-1]))
         acts.append(act)
         return state
 

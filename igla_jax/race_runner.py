@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -226,7 +227,7 @@ def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None
              canonical: bool | None = None, spec_extra: dict[str, Any] | None = None,
              executor: Any = "local", workers: int | None = None, deterministic: bool | None = None,
              ray_address: str | None = None, compile_cache: str | None = None,
-             clock: Callable[[], float] = time.monotonic) -> RaceOutcome:
+             clock: Callable[[], float] = time.monotonic, report: bool = True) -> RaceOutcome:
     """Runs (or resumes) one race to its Finish action; see the module docstring for the files.
 
     budget_s: the race's size in wall seconds (the anytime race; igla_jax.anytime), counted from
@@ -294,9 +295,29 @@ def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None
     finally:
         board.close()
     final = tuple(r for r in read_ledger(ledger.path).rows if r["run_id"] == run_id)
+    victory = _victory(final, summary, pr)
+    if report:   # the CLI draws it itself, with the verdicts it judges on the ledger afterwards
+        write_report(out, summary, run_id=run_id, preset=preset, victory=victory, wall_s=time.monotonic() - t0)
     return RaceOutcome(run_id=run_id, out=out, preset=preset, summary=summary, state=state, board_top=top,
-                       ranking=ranking(state), victory=_victory(final, summary, pr), rows=final,
+                       ranking=ranking(state), victory=victory, rows=final,
                        executed=ex.executed, replayed=ex.replayed, wall_s=time.monotonic() - t0)
+
+
+def write_report(out: Path, summary: RaceSummary, *, run_id: str, preset: str, victory: Any,
+                 wall_s: float, final_verdicts: tuple = ()) -> Path | None:
+    """summary.json (every verdict) beside the ledger, then report.png and report.html; returns the picture.
+
+    The ledger is complete before this runs, so a report that cannot be drawn costs no data: it is said
+    on stderr and `python -m experiments.report OUT` draws it again."""
+    from igla_jax.run_report import ReportError, render, summary_record, write_summary
+    write_summary(out, summary_record(summary, run_id=run_id, preset=preset, victory=victory, wall_s=wall_s,
+                                      final_verdicts=final_verdicts))
+    try:
+        return render(out)[0]
+    except (ReportError, OSError, ValueError, RuntimeError) as e:
+        print(f"warning: {out}: the race's report was not drawn ({e}); the ledger and summary.json are complete",
+              file=sys.stderr)
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,7 +334,8 @@ def run_replay(*, seed: int, preset: str, table: Any, out: Path | None = None, w
                budget_s: float | None = None, max_trials: int | None = None,
                prereg: Prereg | None = None, sampler: Any = None, filter: Any = None, pruner: Any = None,
                allocator: Any = None, progress: Any = None, draw_seed: int | None = None,
-               version: CodeVersion | None = None, spec_extra: dict[str, Any] | None = None) -> ReplayOutcome:
+               version: CodeVersion | None = None, spec_extra: dict[str, Any] | None = None,
+               report: bool = True) -> ReplayOutcome:
     """Runs one race answered from a curve table (a path or a loaded igla_jax.replay.ReplayTable).
 
     The race is the live one (same RaceConfig from the preset and --seed, same sampler, filter,
@@ -371,6 +393,8 @@ def run_replay(*, seed: int, preset: str, table: Any, out: Path | None = None, w
         rows = tuple(r for r in read_ledger(ledger.path).rows if r["run_id"] == run_id)
         # confirmation is off in a replay (no victory-seed runs recorded): victory is not judged at all
         victory = _victory(rows, d.summary, pr) if race.config.confirm else None
+        if report:
+            write_report(out, d.summary, run_id=run_id, preset=preset, victory=victory, wall_s=time.monotonic() - t0)
     return ReplayOutcome(run_id=run_id, out=out, preset=preset, summary=d.summary, state=d.state, board_top=top,
                          ranking=ranking(d.state), victory=victory, rows=rows, executed=d.answered, replayed=0,
                          wall_s=time.monotonic() - t0, table=tab.name, table_sha256=tab.sha256, workers=workers,

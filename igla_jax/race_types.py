@@ -234,20 +234,25 @@ class Prune:
 
 @dataclasses.dataclass(frozen=True)
 class Confirm:
-    """Train config from scratch on a victory seed to to_step; measure validation and test BPB."""
+    """Train config from scratch on a victory seed to to_step; measure validation and test BPB. The lr schedule's
+    horizon is the search trials' (total_steps, the final rung), so a champion from a lower rung is confirmed
+    by the recipe it was selected with; None (older rows) means to_step."""
     action_id: int
     config: Config
     seed: int
     to_step: int
+    total_steps: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Reproduce:
+    """The champion re-run from scratch on its own search seed to to_step, with the search horizon total_steps."""
     action_id: int
     config: Config
     seed: int
     to_step: int
     original_bpb: float
+    total_steps: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -186,6 +186,7 @@ class ClockTrainer:
             Path(save_checkpoint).parent.mkdir(parents=True, exist_ok=True)
             Path(save_checkpoint).write_text(json.dumps({"step": to_step}))
         bpb = 2.0 + mc.width / 100 + mc.depth / 10 + 3.0 / math.sqrt(to_step) + abs(math.log(tc.lr / 3e-3)) / 10
+        bpb += 0.1 * to_step / tc.total_steps    # the lr schedule's horizon matters, as it does in training
         return Result(bpb, "ok", to_step, 1000, 1e4, cost, bpb + 0.01 if eval_test else None)
 
 
@@ -202,6 +203,8 @@ def test_live_budget_too_short_for_the_top_rung_ends_with_three_confirmed_rows(t
     conf = [r for r in o.rows if r["status"] == "confirmed"]
     assert len(conf) == 3 and all(r["test_bpb"] is not None for r in conf)
     assert {r["step"] for r in conf} == {o.summary.champion_step} and o.summary.champion_step < 900
+    # the champion is confirmed with the recipe it was selected with: the search horizon, stopped at its step
+    assert all(r["extra"]["lr_horizon"] == 900 for r in conf) and o.summary.reproduced is True
     assert o.summary.stopped_by == "budget" and clock[0] <= budget * 1.05
     assert o.summary.counters.started > 3 and o.state.config.max_trials is None
     assert json.loads((tmp_path / "r" / "race.json").read_text())["spec"]["budget_s"] == budget

@@ -1,0 +1,95 @@
+"""A race's report: summary.json beside the ledger, report.png and report.html, redrawn by `experiments.report`."""
+from __future__ import annotations
+
+import base64
+import json
+import math
+import struct
+
+import pytest
+
+from experiments import race as race_cli
+from experiments import report as report_cli
+from igla_jax.ledger import CodeVersion
+from igla_jax.ledger import read_ledger
+from igla_jax.race_runner import run_replay
+from igla_jax.run_report import ReportError, read_curves, render
+from tests.test_replay import tenth_like_table
+
+V = CodeVersion("0" * 40, False)
+
+
+def png_size(path):
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """A smoke race through the CLI (its accelerators and their verdicts), and the outcome read back."""
+    out = tmp_path_factory.mktemp("report") / "smoke"
+    assert race_cli.main(["--seed", "42", "--preset", "smoke", "--out", str(out)]) == 0
+    run_id = json.loads((out / "race.json").read_text())["run_id"]
+    return [r for r in read_ledger(out / "ledger.jsonl").rows if r["run_id"] == run_id], out
+
+
+def test_a_smoke_race_writes_its_summary_and_report(smoke):
+    rows, out = smoke
+    s = json.loads((out / "summary.json").read_text())
+    assert s["run_id"] == rows[0]["run_id"] and s["phase"] == "finished" and s["stopped_by"] == "complete"
+    champ = [r for r in rows if r["extra"].get("trial_id") == s["champion"] and r["status"] == "trained"
+             and r["extra"]["action"] == "train"]
+    assert champ[-1]["step"] == s["champion_step"] and champ[-1]["bpb"] == s["champion_bpb"]
+    confirms = [r for r in s["seed_runs"] if r["kind"] == "confirm"]
+    assert [r["seed"] for r in confirms] == [42, 43, 44] and all(math.isfinite(r["test_bpb"]) for r in confirms)
+    assert {"bohb", "surrogate", "ucb1", "zero_cost", "mup_transfer", "phi_grid", "phi_grid (final)"} <= set(s["verdicts"])
+    assert all(v["reason"] for v in s["verdicts"].values())
+    assert s["victory"] is not None and s["victory"]["accepted"] is False   # a smoke race never wins (step < 4000)
+    w, h = png_size(out / "report.png")
+    assert w >= 1000 and h >= 700
+    page = (out / "report.html").read_text()
+    assert base64.b64encode((out / "report.png").read_bytes()).decode() in page
+    assert s["champion"] in page and s["champion_config"]["family"] in page and "bohb: off" in page
+
+
+def test_the_report_draws_what_the_ledger_holds(smoke):
+    rows, out = smoke
+    s = json.loads((out / "summary.json").read_text())
+    cv = read_curves(rows, s["champion"])
+    trained = [r for r in rows if r["status"] in ("trained", "diverged") and r["extra"]["action"] == "train"]
+    assert len(cv.trials) == s["counters"]["started"] == len({r["extra"]["trial_id"] for r in trained})
+    assert len(cv.pruned) == sum(r["status"] == "pruned" for r in rows) == s["counters"]["pruned"]
+    assert len(cv.promoted) == sum(r["status"] == "promoted" for r in rows) > 0
+    assert sorted(r["seed"] for r in cv.confirms if r["status"] == "confirmed") == [42, 43, 44]
+    assert cv.champion_trial is not None and cv.best[-1][1] == min(b for pts in cv.trials.values() for _, b in pts)
+    assert [t for t, _ in cv.best] == sorted(t for t, _ in cv.best) and cv.end_s >= cv.best[-1][0]
+
+
+def test_the_cli_redraws_a_report_and_refuses_a_folder_without_a_ledger(smoke, tmp_path, capsys):
+    _, out = smoke
+    (out / "report.png").unlink()
+    assert report_cli.main([str(out)]) == 0
+    assert (out / "report.png").exists() and "champion" in capsys.readouterr().out
+    assert report_cli.main([str(tmp_path)]) == 2
+    assert "no ledger.jsonl" in capsys.readouterr().err
+    with pytest.raises(ReportError, match="no ledger.jsonl"):
+        render(tmp_path)
+
+
+def test_a_replay_with_out_has_a_report_without_confirmation(tmp_path):
+    o = run_replay(seed=1, preset="tenth", table=tenth_like_table(10), out=tmp_path / "rep", version=V)
+    s = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert s["seed_runs"] == [] and s["victory"] is None and s["champion"] == o.summary.champion
+    assert png_size(tmp_path / "rep" / "report.png")[0] >= 1000
+
+
+def test_a_stopped_race_reports_the_ledger_so_far(smoke, tmp_path):
+    _, out = smoke
+    part = tmp_path / "part"
+    part.mkdir()
+    rows = (out / "ledger.jsonl").read_text().split("\n")
+    (part / "ledger.jsonl").write_text("\n".join(rows[:4]) + "\n" + rows[4][:10])   # a torn last line
+    (part / "race.json").write_text((out / "race.json").read_text())
+    png, page = render(part)
+    assert png.exists() and "has not finished" in page.read_text()
