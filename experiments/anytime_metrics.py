@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     import experiments.replay_methods  # noqa: F401  (registers ours and the baselines)
     import experiments.replay_methods_v4  # noqa: F401
     if a.peers:
-        import experiments.peers  # noqa: F401
+        note = H.load_peers()
+        if note:
+            print(f"warning: {note}", file=sys.stderr)
     unknown = [m for m in a.methods if m not in H.METHODS]
     if unknown:
         print(f"error: unknown method(s) {unknown}; registered: {sorted(H.METHODS)}", file=sys.stderr)

@@ -3,6 +3,8 @@
   python -m experiments.record_curves --preset tenth                 # the whole table (hours on 2 cores; resumable)
   python -m experiments.record_curves --preset tenth --budget 30m    # record for 30 minutes, then stop cleanly
   python -m experiments.record_curves --preset tenth --limit 6       # six runs
+  python -m experiments.record_curves --preset tenth --plan-seed 1 --per-stratum 20 --extra-every 4
+                                                                     # the held-out table (prereg v9)
 
 Per family: --per-stratum configs from the V5 phi-grid and as many drawn uniformly from the full grid
 (disjoint strata); every --extra-every-th config of a stratum also runs on two extra seeds. Each run
@@ -11,6 +13,11 @@ validation BPB at the ladder (rungs and the points between). Rows are appended a
 a time (a kill loses at most the run in flight; rerun the same command to continue), and the
 manifest beside the table is rewritten after each run (command, commit, hardware, preset, ladder,
 strata, counts, sha256). Format: igla_jax/curves.py.
+
+--plan-seed N (default 0, the committed development table) draws another set of configs; with N != 0
+the configs of --exclude-table (default the committed assertions/curves_<preset>.jsonl) are drawn by
+neither stratum, the table goes to assertions/curves_<preset>_plan<N>.jsonl, and no BPB is printed:
+a held-out table is read once, by the judging run a pre-registration amendment names.
 """
 from __future__ import annotations
 
@@ -35,6 +42,11 @@ def parse_args(argv):
                     help="every n-th config of a stratum also runs on the two extra seeds (default 9: ~11 %%)")
     ap.add_argument("--limit", type=int, default=None, help="record at most this many runs in this call")
     ap.add_argument("--budget", default=None, help="stop before starting a run once this much time passed (90s, 30m, 2h)")
+    ap.add_argument("--plan-seed", type=int, default=0,
+                    help="which draw of configs (default 0: the committed table); N != 0 is a held-out table")
+    ap.add_argument("--exclude-table", type=Path, default=None,
+                    help="a table whose configs are not drawn (default with --plan-seed N != 0: the committed one)")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan's size and estimated cost, train nothing")
     return ap.parse_args(argv)
 
 
@@ -62,18 +74,44 @@ def main(argv: list[str] | None = None) -> int:
     rc = ps.race_config(pr, 42)
     seeds = [derive_search_seed(s, pr.seeds) for s in (42, 43, 44)]
     ladder = curves.ladder_for(rc.rungs)
-    table = args.out or DEFAULT_DIR / f"curves_{args.preset}.jsonl"
+    held_out = args.plan_seed != 0
+    dev_table = DEFAULT_DIR / f"curves_{args.preset}.jsonl"
+    table = args.out or (DEFAULT_DIR / f"curves_{args.preset}_plan{args.plan_seed}.jsonl" if held_out else dev_table)
     manifest = table.with_name(table.name.replace(".jsonl", "") + ".manifest.json")
+    exclude_path = args.exclude_table or (dev_table if held_out else None)
+    exclude: frozenset[str] = frozenset()
+    if exclude_path is not None:
+        try:
+            ex_rows = curves.read_table(exclude_path).rows
+        except curves.CurveError as e:
+            print(f"error: --exclude-table: {e}", file=sys.stderr)
+            return 2
+        exclude = frozenset(r["config_id"] for r in ex_rows)
     plan = curves.plan(ps.space, lambda f: phi_grid(f, ps.space), families=args.families,
                        per_stratum=args.per_stratum, extra_every=args.extra_every, primary_seed=seeds[0],
-                       extra_seeds=seeds[1:])
+                       extra_seeds=seeds[1:], seed=args.plan_seed, exclude=exclude)
+    short = [f"{f}/{st}" for f in args.families for st in ("phi", "uniform")
+             if sum(r.config.family == f and r.stratum == st and r.seed_role == "primary" for r in plan)
+             < args.per_stratum]
+    if short:
+        print(f"note: fewer than {args.per_stratum} configs left to draw in {', '.join(short)}", file=sys.stderr)
+    if args.dry_run:
+        print(f"{len(plan)} runs planned ({sum(r.seed_role == 'primary' for r in plan)} configs) into {table}; "
+              f"plan seed {args.plan_seed}, {len(exclude)} configs excluded"
+              + (f" ({exclude_path})" if exclude_path else ""))
+        return 0
     writer = curves.TableWriter(table)
     todo = [r for r in plan if (r.config.config_id, r.seed) not in writer.done]
     version = code_version()
+    import hashlib
     import json
     prev = json.loads(manifest.read_text()) if manifest.exists() else {}
     plan_spec = {"preset": args.preset, "families": list(args.families), "per_stratum": args.per_stratum,
                  "extra_every": args.extra_every}
+    if held_out or exclude_path is not None:   # the committed table's manifest predates these keys
+        plan_spec.update(plan_seed=args.plan_seed, exclude_table=None if exclude_path is None else exclude_path.name,
+                         exclude_sha256=None if exclude_path is None
+                         else hashlib.sha256(exclude_path.read_bytes()).hexdigest())
     if prev and prev.get("plan", plan_spec) != plan_spec:
         diff = "; ".join(f"{k}: recorded {prev['plan'].get(k)!r}, now {v!r}" for k, v in plan_spec.items()
                          if prev["plan"].get(k) != v)
@@ -124,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         curves.write_manifest(manifest, table, info)
         done += 1
         b = row["val_bpb"][-1]
+        seen = "(BPB not shown: a held-out table)" if held_out else f"val BPB @{ladder[-1]} {b if b is None else round(b, 4)}"
         print(f"[{len(plan) - len(todo) + done}/{len(plan)}] {run.config.short()} {run.stratum} seed {run.seed}: "
-              f"{row['status']} val BPB @{ladder[-1]} {b if b is None else round(b, 4)} "
-              f"({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
+              f"{row['status']} {seen} ({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
     curves.write_manifest(manifest, table, info)
     return 0
 

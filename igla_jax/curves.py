@@ -64,25 +64,29 @@ class PlannedRun:
 
 def plan(space: SearchSpace, phi_grid_of: Callable[[str], list[Config]], *, families: Sequence[str],
          per_stratum: int, extra_every: int, primary_seed: int, extra_seeds: Sequence[int],
-         seed: int = 0) -> list[PlannedRun]:
+         seed: int = 0, exclude: frozenset[str] = frozenset()) -> list[PlannedRun]:
     """The recording order: round robin over (family, stratum), extra seeds right after their primary.
 
     Per family, `per_stratum` configs drawn without replacement from the phi-grid and as many from
     the full grid minus the phi-grid (disjoint strata); every `extra_every`-th config of a stratum
     (positions 0, extra_every, ...) also runs on the extra seeds: a stratified share of ~1/extra_every.
-    A partial table is therefore balanced at any point.
+    A partial table is therefore balanced at any point. `seed` is the plan seed (the committed table is
+    plan seed 0); configs whose id is in `exclude` (another table's) are drawn by neither stratum, so a
+    held-out table shares no config with the development table. With no exclusion the draw is the one
+    every earlier table was planned with.
     """
     lists: list[list[PlannedRun]] = []
     for fam in families:
         phi = phi_grid_of(fam)
         phi_ids = {c.config_id for c in phi}
         rng = np.random.default_rng([seed, list(families).index(fam)])
-        take_phi = [phi[i] for i in rng.choice(len(phi), size=min(per_stratum, len(phi)), replace=False)]
+        pool = [c for c in phi if c.config_id not in exclude]
+        take_phi = [pool[i] for i in rng.choice(len(pool), size=min(per_stratum, len(pool)), replace=False)]
         size = space.size(fam)
         uni: list[Config] = []
         for i in rng.permutation(size):
             c = space.config_at(fam, int(i))
-            if c.config_id not in phi_ids:
+            if c.config_id not in phi_ids and c.config_id not in exclude:
                 uni.append(c)
             if len(uni) == per_stratum:
                 break

@@ -68,3 +68,19 @@ def test_truth_selection_takes_the_near_best_and_each_stratum_top():
                      "seed_role": "primary", "status": "ok", "val_bpb": [b]})
     got = selection(rows, within=0.10, top=1)
     assert [s for _, s in got] == ["uniform", "uniform", "phi"] and len(got) == 3
+
+
+def test_the_cli_loads_the_peers_and_writes_its_rows(tmp_path, capsys):
+    pytest.importorskip("syne_tune")
+    from experiments import anytime_metrics
+    out = tmp_path / "m.json"
+    assert anytime_metrics.main(["--methods", "asha", "synetune_asha", "--peers", "--repeats", "2", "--workers", "1",
+                                 "--reference", "synetune_asha", "--out", str(out)]) == 0
+    import json
+    d = json.loads(out.read_text())
+    rows = {r["method"]: r for r in d["rows"]}
+    assert set(rows) == {"asha", "synetune_asha"} and rows["asha"]["repeats"] == 2
+    assert rows["asha"]["vs_reference"]["reference"] == "synetune_asha" and "vs_reference" not in rows["synetune_asha"]
+    assert 0.0 <= rows["asha"]["anytime_regret"]["mean"] <= PR.harness_regret_cap
+    assert anytime_metrics.main(["--methods", "no_such_method"]) == 2
+    assert "unknown method" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import pytest
 
 from igla_jax import curves
 from igla_jax.ledger import CodeVersion
+from igla_jax.prereg import repo_root
 from igla_jax.race_runner import PRESETS, run_race
 from igla_jax.search_space import SearchSpace
 
@@ -35,6 +36,26 @@ def test_plan_strata_are_disjoint_balanced_and_interleaved():
     for i, r in enumerate(p):
         if r.seed_role == "extra":
             assert p[i - 1].config == r.config
+
+
+def test_a_held_out_plan_draws_no_config_of_the_development_table_and_seed_0_is_the_committed_draw():
+    from accelerators.phi_grid import phi_grid
+    space = PRESETS["tenth"].space
+    dev = curves.read_table(repo_root() / "assertions" / "curves_tenth.jsonl")
+    dev_ids = frozenset(r["config_id"] for r in dev.rows)
+    args = dict(families=("attn", "jepa", "hybrid"), extra_every=4, primary_seed=1, extra_seeds=(2, 3))
+    committed = curves.plan(space, lambda f: phi_grid(f, space), per_stratum=64, **args)
+    assert {r.config.config_id for r in committed} == dev_ids      # plan seed 0, no exclusion: the committed draw
+    held = curves.plan(space, lambda f: phi_grid(f, space), per_stratum=20, seed=1, exclude=dev_ids, **args)
+    prim = [r for r in held if r.seed_role == "primary"]
+    assert len(prim) == 120 and not {r.config.config_id for r in held} & dev_ids
+    phi_ids = {c.config_id for f in args["families"] for c in phi_grid(f, space)}
+    assert sum(r.stratum == "phi" for r in prim) == 60 and all((r.config.config_id in phi_ids) == (r.stratum == "phi")
+                                                                for r in held)
+    assert len(held) == 120 + 6 * 5 * 2    # every fourth of 20 per stratum (0, 4, ..., 16) on both extra seeds
+    # asking for more phi configs than the development table left draws all 64 that are left, no more
+    many = curves.plan(space, lambda f: phi_grid(f, space), per_stratum=80, seed=1, exclude=dev_ids, **args)
+    assert sum(r.stratum == "phi" and r.seed_role == "primary" for r in many) == 3 * 64
 
 
 def _row(**kw):
