@@ -15,8 +15,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from igla_jax.ledger import read_ledger  # noqa: E402
-from igla_jax.race_runner import run_race  # noqa: E402
+from igla_jax.evidence.ledger import read_ledger  # noqa: E402
+from igla_jax.execution.race_runner import run_race  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = ("trained", "diverged", "confirmed", "reproduced")
@@ -50,7 +50,8 @@ def reference(tmp_path_factory, cache):
     Run in a subprocess with the persistent compile cache, which it fills for the Ray workers.
     """
     out = tmp_path_factory.mktemp("ref") / "run"
-    code = ("import sys; from igla_jax.race_runner import enable_compile_cache, run_race; "
+    code = ("import sys; from igla_jax.execution.runner import enable_compile_cache; "
+            "from igla_jax.execution.race_runner import run_race; "
             "enable_compile_cache(sys.argv[2]); "
             f"run_race(seed={SEED}, preset='smoke', out=sys.argv[1], executor='local', workers=2, deterministic=True)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
