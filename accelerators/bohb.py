@@ -41,13 +41,13 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from igla_jax.interfaces import Proposal, RandomSampler
-from igla_jax.prereg import Prereg, repo_root
-from igla_jax.search_space import LEVER_FIELDS, Config
-from igla_jax.verdict import Verdict, VerdictFileError, load_verdict_file, write_verdict_file
+from igla_jax.evidence.prereg import Prereg, repo_root
+from igla_jax.evidence.verdict import Verdict, VerdictFileError, load_verdict_file, write_verdict_file
+from igla_jax.search.interfaces import Proposal, RandomSampler
+from igla_jax.search.search_space import LEVER_FIELDS, Config
 
 if TYPE_CHECKING:
-    from igla_jax.race import RaceState
+    from igla_jax.search.race import RaceState
 
 VERDICT_FILE = "v3_verdict.json"
 VERDICT_KIND = "igla-v3-verdict"
@@ -104,7 +104,7 @@ def race_observations(race: "RaceState", family: str, diverged_bpb: float = math
 
 def history_from_rows(rows: Sequence[Mapping[str, Any]], rungs: Sequence[int]) -> tuple[Observation, ...]:
     """Warm-start observations from ledger rows of a race with the same rungs: every search result row."""
-    from igla_jax.search_space import config_from_dict
+    from igla_jax.search.search_space import config_from_dict
     out = []
     for r in rows:
         extra = r.get("extra") or {}
@@ -292,10 +292,10 @@ def regret_at(completions: Sequence[tuple[float, str, float]], t: float, true_bp
 def bohb_verdict(bohb_regrets: Sequence[float], asha_regrets: Sequence[float], prereg: Prereg) -> Verdict:
     """V3's falsifier: enabled iff ASHA+V3's regret at T is lower than ASHA's, paired by replay.
 
-    One-sided Wilcoxon signed-rank (`igla_jax.verdict.wilcoxon_less` on bohb vs asha) at
+    One-sided Wilcoxon signed-rank (`igla_jax.evidence.verdict.wilcoxon_less` on bohb vs asha) at
     alpha / bonferroni_n; all pairs tied gives p = 1 (nothing to prefer: disabled).
     """
-    from igla_jax.verdict import wilcoxon_less
+    from igla_jax.evidence.verdict import wilcoxon_less
     b, a = [float(x) for x in bohb_regrets], [float(x) for x in asha_regrets]
     if len(b) != len(a) or len(b) < 2:
         raise V3Error(f"bohb_verdict: need paired regrets of equal length >= 2, got {len(b)} and {len(a)}")

@@ -1,6 +1,6 @@
 """V7: the online curriculum in the race, its falsifier (seed mode 7) and its verdict file.
 
-The curriculum trains inside the trainer (`igla_jax.train.curriculum_select`: factor x batch
+The curriculum trains inside the trainer (`igla_jax.training.step.curriculum_select`: factor x batch
 candidates scored by a forward pass, the batch trained on the ones at or above the running
 quantile of candidate losses). Here: whether a race uses it, and the judgement of the study
 (`python -m experiments.curriculum_study`) that decides it.
@@ -35,9 +35,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from igla_jax.interfaces import Proposal, Sampler
-from igla_jax.prereg import Prereg, repo_root
-from igla_jax.verdict import Verdict
+from igla_jax.evidence.prereg import Prereg, repo_root
+from igla_jax.evidence.verdict import Verdict
+from igla_jax.search.interfaces import Proposal, Sampler
 
 VERDICT_FILE = "v7_verdict.json"
 VERDICT_KIND = "igla-v7-verdict"
@@ -127,7 +127,7 @@ class CurriculumStudy:
 
 
 def study_from_json(data: Mapping[str, Any], source: str = "study") -> CurriculumStudy:
-    """The evidence of a study file written by experiments.curriculum_study; V7Error names `source`."""
+    """The evidence of a study file written by experiments.studies.curriculum_study; V7Error names `source`."""
     try:
         if data.get("kind") != STUDY_KIND:
             raise ValueError(f"kind {data.get('kind')!r}, expected {STUDY_KIND!r}")

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from accelerators.mup_transfer import transfer_lr
-from igla_jax.interfaces import Proposal, Sampler
-from igla_jax.search_space import Config
-from igla_jax.verdict import Verdict
+from igla_jax.evidence.verdict import Verdict
+from igla_jax.search.interfaces import Proposal, Sampler
+from igla_jax.search.search_space import Config
 
 # Base proposals per call before a family counts as exhausted under V1 (its lr lever collapses).
 MAX_ROUNDS = 20

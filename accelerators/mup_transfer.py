@@ -26,10 +26,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from igla_jax.models import FAMILIES, ConfigError, ModelConfig
-from igla_jax.prereg import Prereg, load_prereg, repo_root
-from igla_jax.train import TrainConfig, init_state, train_state_to
-from igla_jax.verdict import Verdict
+from igla_jax.evidence.prereg import Prereg, load_prereg, repo_root
+from igla_jax.evidence.verdict import Verdict
+from igla_jax.training.models import FAMILIES, ConfigError, ModelConfig
+from igla_jax.training.step import TrainConfig, init_state
+from igla_jax.training.train import train_state_to
 
 LR_GRID = (2.5e-3, 5e-3, 1e-2, 2e-2, 4e-2)        # 2x steps; a pilot put the width-16 muP optimum mid-grid
 BETA1_GRID = (0.6, 0.8, 0.9, 0.95, 0.975)          # 1 - beta1 in 2x steps

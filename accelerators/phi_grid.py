@@ -39,13 +39,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from igla_jax.interfaces import Proposal
-from igla_jax.ledger import RESULT_STATUSES
-from igla_jax.models.config import FAMILIES
-from igla_jax.prereg import Prereg
-from igla_jax.search_space import (DEFAULT_SPACE, LEVER_FIELDS, Config, SearchSpace, SearchSpaceError,
-                                   config_from_dict)
-from igla_jax.verdict import Verdict
+from igla_jax.evidence.ledger_row import RESULT_STATUSES
+from igla_jax.evidence.prereg import Prereg
+from igla_jax.evidence.verdict import Verdict
+from igla_jax.search.interfaces import Proposal
+from igla_jax.search.search_space import (DEFAULT_SPACE, LEVER_FIELDS, Config, SearchSpace, SearchSpaceError,
+                                          config_from_dict)
+from igla_jax.training.models.config import FAMILIES
 
 PHI = (1.0 + math.sqrt(5.0)) / 2.0
 EXPONENTS = (-1, 1)

@@ -18,9 +18,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from accelerators.phi_grid import ArmSampler, first_rung_arms
-from igla_jax.prereg import Prereg
-from igla_jax.replay import ReplayTable, TableSpace, table_space
-from igla_jax.search_space import Config
+from igla_jax.evidence.prereg import Prereg
+from igla_jax.execution.replay import ReplayTable, TableSpace, table_space
+from igla_jax.search.search_space import Config
 
 
 def stratum_arms(trials: Sequence[Any], need: int, phi_ids: frozenset[str]) -> tuple[tuple, tuple] | int:

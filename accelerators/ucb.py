@@ -20,12 +20,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from igla_jax.interfaces import Allocation, RoundRobin
-from igla_jax.prereg import Prereg, repo_root
-from igla_jax.verdict import Verdict, VerdictFileError, load_verdict_file, write_verdict_file
+from igla_jax.evidence.prereg import Prereg, repo_root
+from igla_jax.evidence.verdict import Verdict, VerdictFileError, load_verdict_file, write_verdict_file
+from igla_jax.search.interfaces import Allocation, RoundRobin
 
 if TYPE_CHECKING:
-    from igla_jax.race import RaceState
+    from igla_jax.search.race import RaceState
 
 VERDICT_FILE = "v6_verdict.json"
 VERDICT_KIND = "igla-v6-verdict"
@@ -185,10 +185,10 @@ def regret(chosen: Sequence[str], values: Mapping[str, float], *, window_trials:
 def ucb_verdict(ucb_regrets: Sequence[float], uniform_regrets: Sequence[float], prereg: Prereg) -> Verdict:
     """V6's falsifier: enabled iff UCB1's regret is lower than round robin's, paired by replay.
 
-    One-sided Wilcoxon signed-rank (`igla_jax.verdict.wilcoxon_less` on ucb vs uniform) at
+    One-sided Wilcoxon signed-rank (`igla_jax.evidence.verdict.wilcoxon_less` on ucb vs uniform) at
     alpha / bonferroni_n; all pairs tied gives p = 1 (nothing to prefer: disabled).
     """
-    from igla_jax.verdict import wilcoxon_less
+    from igla_jax.evidence.verdict import wilcoxon_less
     u, r = [float(x) for x in ucb_regrets], [float(x) for x in uniform_regrets]
     if len(u) != len(r) or len(u) < 2:
         raise V6Error(f"ucb_verdict: need paired regrets of equal length >= 2, got {len(u)} and {len(r)}")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from accelerators.mup_transfer import mup_verdict
 from coord_check.core import DEFAULT_WIDTHS, CoordCheckConfig, run_coord_check
-from igla_jax.models import FAMILIES, ConfigError
-from igla_jax.prereg import PreregError
+from igla_jax.evidence.prereg import PreregError
+from igla_jax.training.models import FAMILIES, ConfigError
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -26,9 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from igla_jax.data import get_batch, splits
-from igla_jax.models import FAMILIES, ConfigError, ModelConfig, intermediates
-from igla_jax.train import TrainConfig, TrainState, init_state, stack_states, train_step
+from igla_jax.training.data import get_batch, splits
+from igla_jax.training.models import FAMILIES, ConfigError, ModelConfig, intermediates
+from igla_jax.training.step import TrainConfig, TrainState, init_state, train_step
+from igla_jax.training.train import stack_states
 
 DEFAULT_WIDTHS = (8, 16, 32, 64)
 HEAD_DIM = 8          # fixed so width 8 is one head; heads grow with width

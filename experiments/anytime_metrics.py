@@ -7,7 +7,7 @@ min(regret of the incumbent, harness_regret_cap), the cap before the first compl
 time to regret <= 0.02, 0.05 and 0.10 with the share that never gets there, each time also as a
 multiple of the oracle time (the table's best config trained straight to the top rung), and a
 paired one-sided sign test of the anytime regret against --reference at alpha / 7. True BPB (prereg
-v8): configs the table's truth file (`igla_jax.truth`) holds on both extra seeds take the mean of
+v8): configs the table's truth file (`igla_jax.curves.truth`) holds on both extra seeds take the mean of
 those; the rest the table's mean over its seeds; the summary says how many configs each.
 --table-truth uses the table alone (the truth before issue 21).
 """
@@ -23,8 +23,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from experiments import harness as H
-from igla_jax.prereg import Prereg, load_prereg, repo_root
-from igla_jax.replay import ReplayTable
+from experiments.harness.judge import _fmt
+from igla_jax.evidence.prereg import Prereg, load_prereg, repo_root
+from igla_jax.execution.replay import ReplayTable
 
 TOLS = (0.02, 0.05, 0.10)
 
@@ -65,8 +66,8 @@ def summarise(trajs: Mapping[tuple[str, int], Sequence[H.Trajectory]], truth: H.
         for tol in TOLS:
             ts = np.array([H.time_to_tol(t, truth, tol, budget) for t in v])
             med = float(np.median(ts))
-            row[f"tol_{tol:g}"] = {"median_s": H._fmt(med), "never": float(np.mean(np.isinf(ts))),
-                                   "oracle_multiple": H._fmt(med / oracle)}
+            row[f"tol_{tol:g}"] = {"median_s": _fmt(med), "never": float(np.mean(np.isinf(ts))),
+                                   "oracle_multiple": _fmt(med / oracle)}
         ref = (reference, w)
         if reference is not None and ref in areas and m != reference:
             st = H.sign_test(areas[(m, w)], areas[ref])   # a win: a lower regret area in the paired repeat
@@ -115,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     a = ap.parse_args(argv)
-    from igla_jax.replay import load_table
-    import experiments.replay_methods  # noqa: F401  (registers ours and the baselines)
-    import experiments.replay_methods_v4  # noqa: F401
+    from igla_jax.execution.replay import load_table
+    import experiments.harness.replay_methods  # noqa: F401  (registers ours and the baselines)
+    import experiments.harness.replay_methods_v4  # noqa: F401
     if a.peers:
         note = H.load_peers()
         if note:
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     table = load_table(a.table)
     extra, note = None, "true BPB: the table's mean over the seeds it holds (primary seed included)"
     if not a.table_truth:
-        from igla_jax import curves, truth
+        from igla_jax import curves
+        from igla_jax.curves import truth
         tp = truth.truth_path(a.table)
         seeds = curves.read_manifest(curves.manifest_path(a.table))["seeds"]["extra"]
         rows = list(curves.read_table(a.table).rows) + list(curves.read_table(tp, missing_ok=True).rows)

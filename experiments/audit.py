@@ -8,7 +8,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from igla_jax.audit import RegistryError, compile_proofs, coq_unavailable, load_registry, render, repo_root, run_audit
+from igla_jax.evidence.audit import render, run_audit
+from igla_jax.evidence.coq import compile_proofs, coq_unavailable
+from igla_jax.evidence.prereg import repo_root
+from igla_jax.evidence.registry import RegistryError, load_registry
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -20,10 +20,11 @@ import sys
 
 import jax
 
-from igla_jax.bench import (blas_info, device_matmul_peak, mfu, population_vs_sequential, sgemm_peak_gflops, sgemm_peak_unpinned,
-                            single_trial, torch_reference)
-from igla_jax.models import ModelConfig
-from igla_jax.train import TrainConfig
+from igla_jax.training.bench import (device_matmul_peak, mfu, population_vs_sequential, sgemm_peak_unpinned,
+                                     single_trial, torch_reference)
+from igla_jax.training.models import ModelConfig
+from igla_jax.training.sgemm import blas_info, sgemm_peak_gflops
+from igla_jax.training.step import TrainConfig
 
 NO_TORCH = "torch is not installed (pip install -e '.[bench]'), so no ratio to PyTorch: a constant from another machine would not compare"
 

@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", type=Path, default=None, help="directory for the PNG (default: no plot)")
     ap.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     args = ap.parse_args(argv)
-    from igla_jax.curve_stats import plot_curves, summary
-    from igla_jax.curves import CurveError, read_table
+    from igla_jax.curves.stats import plot_curves, summary
+    from igla_jax.curves.table import CurveError, read_table
     manifest = args.table.with_name(args.table.name.replace(".jsonl", "") + ".manifest.json")
     try:
         table = read_table(args.table)

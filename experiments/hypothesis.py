@@ -6,10 +6,10 @@
 
 Baselines: uniform_grid (the seed's v2.0 grid), random_full (random search at full fidelity), asha
 (every accelerator off); ours: asha+v5 (= every enabled accelerator today); peers with --peers
-(experiments.peers, optional). Prints per method and worker count the median simulated time until
+(experiments.harness.peers, optional). Prints per method and worker count the median simulated time until
 regret <= harness_regret_tol with its bootstrap interval (repeats and the table's configs
 resampled), the share of repeats that never get there, the speed-ups against the uniform grid and
-ASHA with the paired sign test's p, then H(1) and H(2) (definitions: experiments/harness.py and
+ASHA with the paired sign test's p, then H(1) and H(2) (definitions: experiments/harness/judge.py and
 assertions/preregistration.json). Writes the JSON (--out) and one regret plot per worker count (--plots).
 """
 from __future__ import annotations
@@ -28,12 +28,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     src.add_argument("--table", type=Path, help="the recorded curve table (its manifest beside it)")
     src.add_argument("--synthetic", type=int, metavar="SEED",
                      help="a synthetic table of the recorded table's size (384 configs + 96 extra-seed runs; "
-                          "experiments.harness_tables): the cost check, no claims")
+                          "experiments.harness.tables): the cost check, no claims")
     ap.add_argument("--repeats", type=int, default=100, help="repeats at 1 worker (default 100)")
     ap.add_argument("--repeats-multi", type=int, default=20, help="repeats at more than 1 worker (default 20)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16], help="simulated workers (default 1 4 16)")
     ap.add_argument("--methods", nargs="+", default=None, help="methods to replay (default: every registered one)")
-    ap.add_argument("--peers", action="store_true", help="also load the peer adapters (experiments.peers), if installed")
+    ap.add_argument("--peers", action="store_true", help="also load the peer adapters (experiments.harness.peers), if installed")
     ap.add_argument("--jobs", type=int, default=1,
                     help="processes replaying (method, worker count) pairs in parallel (default 1; results identical)")
     ap.add_argument("--draws", type=int, default=1000, help="bootstrap draws (default 1000)")
@@ -58,16 +58,16 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     from experiments import harness as H
-    from experiments import harness_report as R
-    from experiments import replay_methods  # noqa: F401  (registers ours and the baselines)
+    from experiments.harness import report as R
+    from experiments.harness import replay_methods  # noqa: F401  (registers ours and the baselines)
     try:
-        from experiments import replay_methods_v4  # noqa: F401  (V4: needs xgboost)
+        from experiments.harness import replay_methods_v4  # noqa: F401  (V4: needs xgboost)
     except ImportError as e:
         print(f"note: asha+v4 not registered ({e})", file=sys.stderr)
-    from igla_jax.curves import CurveError, manifest_path, read_manifest
-    from igla_jax.prereg import load_prereg
-    from igla_jax.race_runner import RaceSetupError
-    from igla_jax.replay import load_table
+    from igla_jax.curves.table import CurveError, manifest_path, read_manifest
+    from igla_jax.evidence.prereg import load_prereg
+    from igla_jax.execution.presets import RaceSetupError
+    from igla_jax.execution.replay import load_table
     synthetic = args.synthetic is not None
     notes = [n for n in [H.load_peers() if args.peers else None] if n]
     for n in notes:
@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = None
         if synthetic:
-            from experiments.harness_tables import tenth_table
+            from experiments.harness.tables import tenth_table
             table = tenth_table(args.synthetic)
-            notes.append(f"synthetic table (experiments.harness_tables.tenth_table({args.synthetic})): "
+            notes.append(f"synthetic table (experiments.harness.tables.tenth_table({args.synthetic})): "
                          "a cost check, not a claim")
         else:
             table = load_table(args.table)

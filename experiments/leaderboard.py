@@ -7,7 +7,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from igla_jax.leaderboard import LeaderboardError, read_top
+from igla_jax.evidence.leaderboard import LeaderboardError, read_top
 
 
 def _positive_int(s: str) -> int:

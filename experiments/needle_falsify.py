@@ -6,7 +6,7 @@
 
 Exits 0 only when every mode is caught and every clean twin accepted; modes whose accelerator is
 not built yet (V4, V7 today) report "not built", so today it exits 1. No training runs. The
-logic is experiments/witness.py; each mode's test is tests/test_witness.py::test_falsify_<mode>.
+logic is experiments/witness/; each mode's test is tests/test_witness.py::test_falsify_<mode>.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="directory for needle_falsify.json")
     ap.add_argument("--json", action="store_true", help="print the JSON instead of the table")
     args = ap.parse_args(argv)
-    from experiments.witness import run_all, table_lines
+    from experiments.witness.registry import run_all, table_lines
     report = run_all()
     text = json.dumps(report.to_json(), indent=1)
     if args.out is not None:

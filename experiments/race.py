@@ -133,22 +133,24 @@ def replay_flag_error(args: argparse.Namespace) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     err = Console(stderr=True, soft_wrap=True)
-    from igla_jax.ledger import LedgerError
-    from igla_jax.leaderboard import LeaderboardError
-    from igla_jax.prereg import PreregError, load_prereg
-    from igla_jax.checkpoint import CheckpointError
-    from igla_jax.data import DataError
-    from igla_jax.executor import ResumeError
-    from igla_jax.victory import VictoryError
-    from igla_jax.curves import CurveError
-    from igla_jax.race_runner import (PRESETS, RaceSetupError, enable_compile_cache, parse_budget, run_race,
-                                      run_replay)
+    from igla_jax.curves.table import CurveError
+    from igla_jax.evidence.leaderboard import LeaderboardError
+    from igla_jax.evidence.ledger_row import LedgerError
+    from igla_jax.evidence.prereg import PreregError, load_prereg
+    from igla_jax.evidence.victory import VictoryError
+    from igla_jax.execution.executor import ResumeError
+    from igla_jax.execution.presets import PRESETS, RaceSetupError, parse_budget
+    from igla_jax.execution.race_runner import run_race, run_replay
+    from igla_jax.execution.runner import enable_compile_cache
+    from igla_jax.training.checkpoint import CheckpointError
+    from igla_jax.training.data import DataError
     replay = args.replay is not None
     bad = replay_flag_error(args)
     if bad:
         print(f"error: {bad}", file=sys.stderr)
         return 2
-    from igla_jax.backends_live import BackendError, check_executor
+    from igla_jax.execution.backends_live import check_executor
+    from igla_jax.execution.runner import BackendError
     try:  # before any work: --executor ray without Ray says how to install it
         check_executor(args.executor or "local", ray_address=args.ray_address)
     except BackendError as e:
@@ -167,18 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     if not replay:
         enable_compile_cache(xla_cache)
     from accelerators.phi_grid import PhiSampler
-    from igla_jax.interfaces import RandomSampler
-    from igla_jax.race_report import LiveProgress, print_summary
-    from igla_jax.race_runner import file_sha256
-    from igla_jax.prereg import repo_root
+    from igla_jax.evidence.prereg import repo_root
+    from igla_jax.execution.race_report import LiveProgress, print_summary
+    from igla_jax.execution.run_dir import file_sha256
+    from igla_jax.search.interfaces import RandomSampler
     space = PRESETS[args.preset].space
     if args.resume and budget_s is None:
-        from igla_jax.race_runner import recorded_budget
+        from igla_jax.execution.run_dir import recorded_budget
         budget_s = recorded_budget(out)
     search_seed = PRESETS[args.preset].race_config(prereg, args.seed).search_seed
     sources = {"prereg": prereg.source}
     if replay:
-        from igla_jax.replay import load_table, table_space
+        from igla_jax.execution.replay import load_table, table_space
         try:
             table = load_table(args.replay)
         except ValueError as e:  # CurveError, or a config the table cannot hold
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mup == "study":
         from accelerators.mup_sampler import MupTransferSampler, load_coord_check
         from accelerators.mup_transfer import load_study, mup_verdict
-        from igla_jax.prereg import repo_root
+        from igla_jax.evidence.prereg import repo_root
         try:
             cc_path = repo_root() / "coord_check" / "plots" / "coord_check_mup.json"
             cc = load_coord_check(cc_path)
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     zc_filter = None
     if args.zero_cost == "study":
         from accelerators.zero_cost import ZeroCostFilter, rows_from_csv
-        from igla_jax.prereg import repo_root
+        from igla_jax.evidence.prereg import repo_root
         ps = PRESETS[args.preset]
         try:
             zc_path = repo_root() / "assertions" / "zero_cost_study.csv"
@@ -260,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
               + ("no confirmation in a replay, so no reserve is taken" if replay else
                  "trials start until what is left is the champion's confirmation"), flush=True)
     elif not (replay or args.no_estimate or (args.preset in ("smoke", "quick") and not args.estimate)):
-        from igla_jax.estimate import confirming_or_done, race_estimate_lines
+        from igla_jax.execution.estimate import confirming_or_done, race_estimate_lines
         if not (args.resume and confirming_or_done(out)):
             for line in race_estimate_lines(ps.space, ps.race_config(prereg, args.seed), preset=args.preset,
                                             context=ps.context, batch=ps.batch):
@@ -305,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 rungs=outcome.state.config.rungs)),)
     print_summary(Console(soft_wrap=True), outcome, final)
     if outcome.out is not None:
-        from igla_jax.race_runner import write_report
+        from igla_jax.execution.race_runner import write_report
         png = write_report(Path(outcome.out), outcome.summary, run_id=outcome.run_id, preset=outcome.preset,
                            victory=outcome.victory, wall_s=outcome.wall_s, final_verdicts=final)
         if png is not None:

@@ -12,7 +12,7 @@ trains to the preset's last rung on the primary seed (the search seed of race se
 validation BPB at the ladder (rungs and the points between). Rows are appended and fsynced one run at
 a time (a kill loses at most the run in flight; rerun the same command to continue), and the
 manifest beside the table is rewritten after each run (command, commit, hardware, preset, ladder,
-strata, counts, sha256). Format: igla_jax/curves.py.
+strata, counts, sha256). Format: igla_jax/curves/table.py.
 
 --plan-seed N (default 0, the committed development table) draws another set of configs; with N != 0
 the configs of --exclude-table (default the committed assertions/curves_<preset>.jsonl) are drawn by
@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from igla_jax.prereg import repo_root
+from igla_jax.evidence.prereg import repo_root
 
 DEFAULT_DIR = repo_root() / "assertions"
 
@@ -52,7 +52,7 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from igla_jax.race_runner import PRESETS, RaceSetupError, parse_budget
+    from igla_jax.execution.presets import PRESETS, RaceSetupError, parse_budget
     if args.preset not in PRESETS:
         print(f"error: --preset {args.preset!r}: choose one of {', '.join(PRESETS)}", file=sys.stderr)
         return 2
@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from accelerators.phi_grid import phi_grid
     from igla_jax import curves
-    from igla_jax.ledger import code_version
-    from igla_jax.prereg import load_prereg
-    from igla_jax.race_types import derive_search_seed
+    from igla_jax.evidence.ledger_row import code_version
+    from igla_jax.evidence.prereg import load_prereg
+    from igla_jax.search.race_types import derive_search_seed
     pr = load_prereg()
     ps = PRESETS[args.preset]
     rc = ps.race_config(pr, 42)

@@ -11,7 +11,7 @@ Each selected config is trained on the table's two extra seeds (the search seeds
 and 44; the primary seed is the one every method selects on), unless the table already holds that
 run. Rows go to a separate truth file in the table's row format, so the committed table's sha256
 (and every verdict file that carries it) stays valid. "True BPB" of a config is then the mean of its
-extra-seed top-rung BPBs (`igla_jax.truth`), which no method sees.
+extra-seed top-rung BPBs (`igla_jax.curves.truth`), which no method sees.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from igla_jax.prereg import repo_root
+from igla_jax.evidence.prereg import repo_root
 
 DEFAULT_TABLE = repo_root() / "assertions" / "curves_tenth.jsonl"
 
@@ -43,9 +43,9 @@ def parse_args(argv):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from igla_jax import curves
-    from igla_jax.curves import CurveError, PlannedRun
-    from igla_jax.race_runner import PRESETS, RaceSetupError, parse_budget
-    from igla_jax.truth import TruthError, selection, truth_path
+    from igla_jax.curves.table import CurveError, PlannedRun
+    from igla_jax.curves.truth import TruthError, selection, truth_path
+    from igla_jax.execution.presets import PRESETS, RaceSetupError, parse_budget
     try:
         budget = parse_budget(args.budget) if args.budget else None
         table = curves.read_table(args.table)
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
           "training time on one idle core)", file=sys.stderr, flush=True)
     if args.dry_run:
         return 0
-    from igla_jax.ledger import code_version
+    from igla_jax.evidence.ledger_row import code_version
     ps = PRESETS[info["preset"]]
     ladder, horizon = tuple(info["ladder"]), int(info["lr_horizon"])
     version = code_version()
@@ -95,7 +95,7 @@ def report(rows, out: Path, extra: list[int]) -> int:
     from collections import Counter
 
     from igla_jax import curves
-    from igla_jax.truth import true_bpb
+    from igla_jax.curves.truth import true_bpb
     try:
         truth_rows = curves.read_table(out).rows
     except curves.CurveError as e:

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("run_dir", type=Path, help="a race's --out folder")
     a = ap.parse_args(argv)
-    from igla_jax.run_report import ReportError, headline, render
+    from igla_jax.execution.run_report import ReportError, headline, render
     if not a.run_dir.is_dir():
         print(f"error: {a.run_dir}: not a folder; give a race's --out folder", file=sys.stderr)
         return 2

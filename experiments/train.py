@@ -15,11 +15,12 @@ import dataclasses
 import json
 import sys
 
-from igla_jax.checkpoint import CheckpointError
-from igla_jax.data import DataError
-from igla_jax.models import FAMILIES, MATMUL_DTYPES, ConfigError, ModelConfig
-from igla_jax.progress import StepProgress
-from igla_jax.train import TrainConfig, run_trial
+from igla_jax.training.checkpoint import CheckpointError
+from igla_jax.training.data import DataError
+from igla_jax.training.models import FAMILIES, MATMUL_DTYPES, ConfigError, ModelConfig
+from igla_jax.training.progress import StepProgress
+from igla_jax.training.step import TrainConfig
+from igla_jax.training.train import run_trial
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from igla_jax.models import ModelConfig
-from igla_jax.train import TrainConfig
+from igla_jax.training.models import ModelConfig
+from igla_jax.training.step import TrainConfig
 
 
 def tiny_model(family: str = "attn", **kw) -> ModelConfig:

@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from igla_jax import anytime
-from igla_jax.ledger import CodeVersion, read_ledger
-from igla_jax.prereg import load_prereg
-from igla_jax.race import (Confirm, ConfirmDone, Finish, Race, RaceConfig, Reproduce, ReproduceDone, RungDone,
-                           Start, Train)
-from igla_jax.race_runner import PRESETS, run_race, run_replay
-from igla_jax.replay import synthetic_table
-from igla_jax.curves import ladder_for
+from igla_jax.curves.table import ladder_for
+from igla_jax.evidence.ledger import read_ledger
+from igla_jax.evidence.ledger_row import CodeVersion
+from igla_jax.evidence.prereg import load_prereg
+from igla_jax.execution.presets import PRESETS
+from igla_jax.execution.race_runner import run_race, run_replay
+from igla_jax.execution.replay import synthetic_table
+from igla_jax.search import anytime
+from igla_jax.search.race import (Confirm, ConfirmDone, Finish, Race, RaceConfig, Reproduce, ReproduceDone, RungDone,
+                                  Start, Train)
 
 PR = load_prereg()
 V = CodeVersion("0" * 40, False)
@@ -115,8 +117,8 @@ def test_budget_race_uses_its_budget_and_starts_more_trials_than_the_cap():
 
 
 def test_sampler_exhaustion_ends_the_starting_phase_cleanly():
-    from igla_jax.search_space import SearchSpace
-    from igla_jax.interfaces import RandomSampler
+    from igla_jax.search.interfaces import RandomSampler
+    from igla_jax.search.search_space import SearchSpace
     tiny = SearchSpace(width=(16,), depth=(2,), lr=(1e-3, 2e-3, 3e-3), beta1=(0.9,), ema_beta=(0.99,), warmup=(0.02,),
                        wd=(0.05,), dropout=(0.0,), head_dim=8)
     state, fin, _ = drive_serial(Race(cfg(10_000.0), sampler=RandomSampler(tiny)))

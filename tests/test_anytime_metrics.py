@@ -6,8 +6,8 @@ import pytest
 
 from experiments import harness as H
 from experiments.anytime_metrics import regret_area, summarise
-from igla_jax.prereg import load_prereg
-from igla_jax.truth import selection, true_bpb
+from igla_jax.curves.truth import selection, true_bpb
+from igla_jax.evidence.prereg import load_prereg
 
 PR = load_prereg()
 TRUTH = H.Truth(("a", "b", "c"), ("uniform",) * 3, np.array([2.0, 2.3, 3.5]), {"a": 0, "b": 1, "c": 2})
@@ -60,7 +60,7 @@ def test_truth_is_the_mean_over_the_extra_seeds_and_a_diverged_run_counts_as_uni
 
 def test_truth_selection_takes_the_near_best_and_each_stratum_top():
     cfg = {"family": "attn", "width": 32, "depth": 1, "lr": 0.001, "beta": 0.9, "warmup": 0.0, "wd": 0.0}
-    from igla_jax.search_space import config_from_dict
+    from igla_jax.search.search_space import config_from_dict
     rows = []
     for i, (st, b) in enumerate([("uniform", 2.0), ("uniform", 2.05), ("uniform", 2.5), ("phi", 2.9), ("phi", 3.0)]):
         c = config_from_dict({**cfg, "dropout": 0.0, "lr": 0.001 * (i + 1)})

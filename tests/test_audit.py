@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from experiments import audit as cli
-from igla_jax.audit import (CoqBuild, Entry, Report, _names, check_runtime, check_test_node,
-                            compile_proofs, load_registry, repo_root, run_audit)
+from igla_jax.evidence.audit import Report, check_runtime, check_test_node, run_audit
+from igla_jax.evidence.coq import CoqBuild, _names, compile_proofs
+from igla_jax.evidence.prereg import repo_root
+from igla_jax.evidence.registry import Entry, load_registry
 
 REPO = repo_root()
 REGISTRY = REPO / "assertions" / "igla_assertions.json"
@@ -98,7 +100,7 @@ def _mini_repo(tmp_path: Path) -> Path:
 def _mini_entries(tmp_path: Path, lemma_status: dict[str, str]) -> Path:
     reg = {"entries": [
         {"id": f"E-{lem}", "name": lem, "statement": "planted", "status": st, "coq_file": "proofs/m/Lies.v",
-         "coq_lemma": lem, "runtime_check": "igla_jax.audit.run_audit", "runtime_check_status": "exists",
+         "coq_lemma": lem, "runtime_check": "igla_jax.evidence.audit.run_audit", "runtime_check_status": "exists",
          "tests": ["tests/test_fake.py::test_fake"], "evidence": "planted"}
         for lem, st in lemma_status.items()]}
     path = tmp_path / "registry.json"
@@ -134,7 +136,7 @@ def test_falsify_admit_qed_does_not_compile(tmp_path):
 def test_falsify_runtime_check_that_does_not_exist(entries):
     eid = "INV-12"
     assert run_audit(entries, root=REPO, build=None).ok
-    for bad, why in (("igla_jax.prereg.no_such_function", "igla_jax.prereg has no attribute or submodule 'no_such_function'"),
+    for bad, why in (("igla_jax.evidence.prereg.no_such_function", "igla_jax.evidence.prereg has no attribute or submodule 'no_such_function'"),
                      ("igla_jax.no_such_module.f", "igla_jax has no attribute or submodule 'no_such_module'"),
                      ("no_such_package.f", "no module 'no_such_package'")):
         report = run_audit(_replace(entries, eid, runtime_check=bad), root=REPO, build=None)
@@ -142,7 +144,7 @@ def test_falsify_runtime_check_that_does_not_exist(entries):
         assert list(fails) == [eid], fails
         assert f"runtime check {bad!r} does not import" in fails[eid][0] and why in fails[eid][0], fails[eid]
     # Declared missing, the same absent check is honest.
-    ok = run_audit(_replace(entries, eid, runtime_check="igla_jax.prereg.no_such_function",
+    ok = run_audit(_replace(entries, eid, runtime_check="igla_jax.evidence.prereg.no_such_function",
                             runtime_check_status="missing: planned"), root=REPO, build=None)
     assert ok.ok, _failures(ok)
 
@@ -179,10 +181,10 @@ def test_check_test_node(tmp_path):
 
 
 def test_check_runtime():
-    assert check_runtime("igla_jax.audit.run_audit") is None
-    assert check_runtime("igla_jax.audit.Report.ok") is None
-    assert "has no attribute or submodule 'nope'" in check_runtime("igla_jax.audit.nope")
-    assert "Report has no attribute 'nope'" in check_runtime("igla_jax.audit.Report.nope")
+    assert check_runtime("igla_jax.evidence.audit.run_audit") is None
+    assert check_runtime("igla_jax.evidence.audit.Report.ok") is None
+    assert "has no attribute or submodule 'nope'" in check_runtime("igla_jax.evidence.audit.nope")
+    assert "Report has no attribute 'nope'" in check_runtime("igla_jax.evidence.audit.Report.nope")
 
 
 def test_schema_problems_are_named(tmp_path):

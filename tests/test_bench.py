@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from igla_jax.bench import OPENBLAS_PINS, mfu, sgemm_peak_unpinned, torch_reference
+from igla_jax.training.bench import OPENBLAS_PINS, mfu, sgemm_peak_unpinned, torch_reference
 
 
 def test_peak_subprocess_runs_without_the_pins_and_leaves_this_process_alone(monkeypatch):
@@ -106,14 +106,14 @@ def test_bench_on_an_accelerator_uses_the_device_peak_and_a_cuda_reference(monke
 
 
 def test_device_matmul_peak_measures_both_precisions():
-    from igla_jax.bench import device_matmul_peak
+    from igla_jax.training.bench import device_matmul_peak
     peak = device_matmul_peak(n=128, reps=2)
     assert set(peak) == {"gflops_highest", "gflops_default"} and all(v > 0 for v in peak.values())
 
 
 def test_single_trial_reports_its_fastest_chunk_and_the_median():
     from conftest import tiny_model, tiny_train
-    from igla_jax.bench import single_trial
+    from igla_jax.training.bench import single_trial
     r = single_trial(tiny_model(), tiny_train(), chunks=3)
     assert 0 < r["ms_per_step"] <= r["ms_per_step_median"]
     assert r["tokens_per_s"] == pytest.approx(4 * 16 / (r["ms_per_step"] / 1e3))

@@ -11,14 +11,15 @@ import pytest
 from accelerators.bohb import (BOHBSampler, Observation, V3Error, bohb_verdict, encode, fit_model, history_from_rows,
                                lever_values, load_v3_verdict, regret_at, write_v3_verdict)
 from igla_jax import curves
-from igla_jax.interfaces import RandomSampler
-from igla_jax.ledger import CodeVersion
-from igla_jax.prereg import load_prereg
-from igla_jax.race import Race, Start
-from igla_jax.race_runner import PRESETS, run_replay
-from igla_jax.replay import synthetic_table, table_space
-from igla_jax.search_space import DEFAULT_SPACE, sample
-from igla_jax.verdict import Verdict
+from igla_jax.evidence.ledger_row import CodeVersion
+from igla_jax.evidence.prereg import load_prereg
+from igla_jax.evidence.verdict import Verdict
+from igla_jax.execution.presets import PRESETS
+from igla_jax.execution.race_runner import run_replay
+from igla_jax.execution.replay import synthetic_table, table_space
+from igla_jax.search.interfaces import RandomSampler
+from igla_jax.search.race import Race, Start
+from igla_jax.search.search_space import DEFAULT_SPACE, sample
 
 PR = load_prereg()
 PS = PRESETS["tenth"]
@@ -122,14 +123,14 @@ def _table(structured: bool):
 
 def test_falsify_bohb_regret_a_useless_bohb_is_disabled_on_replays():
     """On a table with nothing to learn, the study (the harness's replays) must disable V3."""
-    from experiments.v3_study import run_study
+    from experiments.studies.v3_study import run_study
     s = run_study(_table(False), 20, PR)
     assert not s.verdict.enabled and len(s.bohb_regrets) == 20
     assert s.t_s == pytest.approx(PR.bohb_regret_at * float(np.median(s.asha_end_s)))
 
 
 def test_bohb_study_regrets_are_no_worse_on_a_structured_table():
-    from experiments.v3_study import run_study
+    from experiments.studies.v3_study import run_study
     s = run_study(_table(True), 12, PR)
     assert np.mean(s.bohb_regrets) <= np.mean(s.asha_regrets) + 1e-12
 
@@ -152,7 +153,7 @@ def test_verdict_file_round_trip_and_refusals(tmp_path):
 def test_race_cli_bohb_flag_records_the_verdict(tmp_path):
     import json as _json
     from experiments.race import main
-    from igla_jax.replay import synthetic_rows
+    from igla_jax.execution.replay import synthetic_rows
     table = _table(True)
     cfgs = [table.runs[k].config for k in table.order]
     ladder = curves.ladder_for(PS.rungs)
@@ -172,7 +173,7 @@ def test_race_cli_bohb_flag_records_the_verdict(tmp_path):
 def test_falsify_bohb_regret_power_a_placebo_is_disabled_in_almost_every_study():
     """Power, not just possibility: over resampled studies a useless 'BOHB' (uniform sampling on another
     stream) is disabled at about 1 - alpha / 7; the real BOHB's enable rate is reported beside it."""
-    from experiments.v3_power import power, regrets
+    from experiments.studies.v3_power import power, regrets
     reg = regrets(_table(True), 16, PR)
     res = power(reg, 12, 200, PR)
     assert res["placebo_disabled"] >= 0.98

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from conftest import tiny_model, tiny_train
-from igla_jax import checkpoint as ckpt
-from igla_jax import data
-from igla_jax.prereg import load_prereg, repo_root
-from igla_jax.search_space import Config, SearchSpaceError, config_from_dict
-from igla_jax.train import (CurriculumConfig, TrainConfig, curriculum_select, init_state, run_population,
-                            run_trial, train_chunk, train_state_to, validation_bpb)
-from igla_jax.verdict import Verdict
+from igla_jax.evidence.prereg import load_prereg, repo_root
+from igla_jax.evidence.verdict import Verdict
+from igla_jax.search.search_space import Config, SearchSpaceError, config_from_dict
+from igla_jax.training import checkpoint as ckpt, data
+from igla_jax.training.step import (CurriculumConfig, TrainConfig, curriculum_select, init_state, train_chunk,
+                                    validation_bpb)
+from igla_jax.training.train import run_population, run_trial, train_state_to
 
 PR = load_prereg()
 CUR = CurriculumConfig.from_prereg(PR)
@@ -50,7 +50,7 @@ def test_selection_keeps_unlearned_in_draw_order_then_the_hardest_learned():
     x, y, cur, idx = select(st, train_N, 4)
     assert x.shape == y.shape == (4, cfg.context) and idx.shape == (4,)
     # recompute the candidates and their losses by hand
-    from igla_jax.models import logits_fn
+    from igla_jax.training.models import logits_fn
     xc, yc = data.get_batch(train_N, tc.seed, 0, batch=8, context=cfg.context)
     loss = np.asarray(jnp.mean(data.token_bits(logits_fn(st.cfg, st.params, xc), yc), axis=-1))
     thr = np.quantile(loss, CUR.quantile)      # step 0: the batch's own quantile
@@ -122,7 +122,7 @@ def test_population_equals_one_by_one():
         assert abs(p.val_bpb - solo.val_bpb) < 1e-5       # float reassociation only (as tests/test_train.py)
         assert p.candidate_tokens == solo.candidate_tokens
         assert abs(p.learned_candidates - solo.learned_candidates) <= 2 / (40 * 8)   # a near-tie may flip
-    from igla_jax.models import ConfigError
+    from igla_jax.training.models import ConfigError
     with pytest.raises(ConfigError, match="curriculum"):
         run_population(cfg, [tiny_train(), tiny_train(curriculum=CUR)], to_step=4)
 
@@ -284,8 +284,9 @@ def test_cli_flag_parses_and_is_refused_in_a_replay():
 @pytest.mark.parametrize("mode", ["disabled", "enabled", "forced"])
 def test_race_trains_with_the_curriculum_only_when_enabled_or_forced(tmp_path, mode):
     from accelerators.curriculum import CurriculumSampler
-    from igla_jax.interfaces import RandomSampler
-    from igla_jax.race_runner import PRESETS, run_race
+    from igla_jax.execution.presets import PRESETS
+    from igla_jax.execution.race_runner import run_race
+    from igla_jax.search.interfaces import RandomSampler
     from test_race_cli import FakeTrainer
 
     seen_tcs = []
@@ -311,7 +312,7 @@ def test_race_trains_with_the_curriculum_only_when_enabled_or_forced(tmp_path, m
 
 
 def test_quick_study_runs_resumes_and_is_not_judged(tmp_path, capsys):
-    from experiments.curriculum_study import main
+    from experiments.studies.curriculum_study import main
     args = ["--quick", "--work", str(tmp_path / "w")]
     assert main(args) == 0
     first = json.loads((tmp_path / "w" / "study.json").read_text())

@@ -6,10 +6,11 @@ import json
 import pytest
 
 from igla_jax import curves
-from igla_jax.ledger import CodeVersion
-from igla_jax.prereg import repo_root
-from igla_jax.race_runner import PRESETS, run_race
-from igla_jax.search_space import SearchSpace
+from igla_jax.evidence.ledger_row import CodeVersion
+from igla_jax.execution.presets import PRESETS
+from igla_jax.execution.race_runner import run_race
+from igla_jax.search.search_space import SearchSpace
+from igla_jax.evidence.prereg import repo_root
 
 V = CodeVersion("0" * 40, False)
 
@@ -62,7 +63,7 @@ def _row(**kw):
     base = {"config_id": "x", "config": None, "family": "attn", "stratum": "uniform", "seed": 1, "seed_role": "primary",
             "status": "ok", "ladder": [4, 8], "val_bpb": [3.0, 2.9], "segment_s": [0.1, 0.1], "eval_s": [0.1, 0.1],
             "train_bits": [3.1], "chunk": 32, "shape": "attn/w16/d2", "sha": "0" * 40, "dirty": False, "ts": "t"}
-    from igla_jax.search_space import Config
+    from igla_jax.search.search_space import Config
     c = Config("attn", 16, 2, 1e-3, 0.9, 0.0, 0.0, 0.0)
     base.update(config=c.to_dict(), config_id=c.config_id)
     base.update(kw)
@@ -131,8 +132,8 @@ def _table(rows):
 
 
 def test_rank_agreement_and_crossing_share_on_a_known_case():
-    from igla_jax.curve_stats import rank_agreement
-    from igla_jax.search_space import Config
+    from igla_jax.curves.stats import rank_agreement
+    from igla_jax.search.search_space import Config
     rows = []
     early, late = [3.0, 3.1, 3.2, 3.3], [2.0, 2.2, 2.1, None]  # one crossing pair (2, 3); the last diverged
     for i, (a, b) in enumerate(zip(early, late)):
@@ -146,7 +147,7 @@ def test_rank_agreement_and_crossing_share_on_a_known_case():
 
 
 def test_seed_spread_and_summary():
-    from igla_jax.curve_stats import seed_spread, summary
+    from igla_jax.curves.stats import seed_spread, summary
     rows = [_row(seed=1, val_bpb=[3.0, 2.0]), _row(seed=2, seed_role="extra", val_bpb=[3.0, 2.2])]
     t = _table(rows)
     sp = seed_spread(t, 8)
@@ -171,8 +172,8 @@ def test_recorder_refuses_another_plan_on_rerun(tmp_path, capsys):
 
 def test_recorded_curve_equals_a_live_trial_across_chunks_with_dropout_and_ema(tmp_path):
     """Ladder points off the rungs and chunk boundaries, dropout and a traced EMA beta: still bit for bit."""
-    from igla_jax.search_space import Config
-    from igla_jax.train import run_trial
+    from igla_jax.search.search_space import Config
+    from igla_jax.training.train import run_trial
     cfg = Config("jepa", 32, 1, 3e-3, 0.996, 0.1, 0.05, 0.2)
     row = curves.record_run(curves.PlannedRun(cfg, "uniform", 9, "primary"), context=32, batch=4, head_dim=8,
                             horizon=150, ladder=(50, 100, 150), version=V)

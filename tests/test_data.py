@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from igla_jax import data
+from igla_jax.training import data
 
 
 def test_shipped_data_matches_hash_and_size():

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from igla_jax.estimate import (LONG_RACE_S, Calibration, RaceEstimate, estimate_lines, estimate_race,
-                               fill_step_s)
-from igla_jax.race_runner import planned_steps
-from igla_jax.race_types import RaceConfig
+from igla_jax.execution.estimate import (LONG_RACE_S, Calibration, RaceEstimate, estimate_lines, estimate_race,
+                                         fill_step_s)
+from igla_jax.execution.race_runner import planned_steps
+from igla_jax.search.race_types import RaceConfig
 
 CFG = RaceConfig(rungs=(10, 30), eta=3, seed=0, max_trials=9, victory_seeds=(1, 2, 3), reproduce_tol=1e-4,
                  families=("attn", "jepa"))
@@ -70,7 +70,7 @@ def test_long_race_advice_only_past_the_threshold_on_cpu():
 
 def _cli(monkeypatch, tmp_path, *flags: str) -> None:
     """Runs the race CLI on smoke up to run_race (replaced by an interrupt)."""
-    import igla_jax.race_runner as rr
+    import igla_jax.execution.race_runner as rr
     from experiments import race
 
     def stop(**_):
@@ -90,7 +90,7 @@ def test_cli_prints_the_estimate_when_forced_on_smoke(monkeypatch, tmp_path, cap
 
 
 def test_cli_skips_the_estimate_on_smoke_and_with_no_estimate(monkeypatch, tmp_path, capsys):
-    import igla_jax.estimate as est
+    import igla_jax.execution.estimate as est
 
     def boom(*a, **k):
         raise AssertionError("calibrate must not run")

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from igla_jax.backends import Finished
-from igla_jax.backends_live import ActionRunner
-from igla_jax.executor import Shape
-from igla_jax.ledger import Ledger, LedgerError, LedgerRow, read_ledger
-from igla_jax.race_runner import PRESETS, RaceSetupError, run_race
+from igla_jax.evidence.ledger import Ledger, read_ledger
+from igla_jax.evidence.ledger_row import LedgerError, LedgerRow
+from igla_jax.execution.backends import Finished
+from igla_jax.execution.presets import PRESETS, RaceSetupError
+from igla_jax.execution.race_runner import run_race
+from igla_jax.execution.runner import ActionRunner, Shape
 
 RESULTS = ("trained", "diverged", "confirmed", "reproduced")
 

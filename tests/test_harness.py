@@ -9,14 +9,15 @@ import sys
 import numpy as np
 import pytest
 
-import experiments.replay_methods as RM
+import experiments.harness.replay_methods as RM
 from experiments import harness as H
-from experiments.harness import Trajectory
+from experiments.harness.trajectory import Trajectory
 from igla_jax import curves
-from igla_jax.prereg import load_prereg
-from igla_jax.race_runner import PRESETS, run_replay
-from igla_jax.replay import synthetic_table
-from igla_jax.search_space import sample
+from igla_jax.evidence.prereg import load_prereg
+from igla_jax.execution.presets import PRESETS
+from igla_jax.execution.race_runner import run_replay
+from igla_jax.execution.replay import synthetic_table
+from igla_jax.search.search_space import sample
 
 PR = load_prereg()
 PS = PRESETS["tenth"]
@@ -117,7 +118,7 @@ def test_bootstrap_is_deterministic_and_resamples_configs():
 # ---------------------------------------------------------------- better vs useless, the paired test
 def test_a_truly_better_method_is_faster_and_a_useless_one_is_not(monkeypatch):
     """Oracle: trains the uniform configs best-first (it knows the table); useless: the grid with other seeds."""
-    from experiments.harness_tables import tenth_table
+    from experiments.harness.tables import tenth_table
     tab = tenth_table(1, per_stratum=16, extra_every=0, phi_shift=0.5)  # best is uniform
     truth = H.table_truth(tab)
     budget = H.budget_s(tab, truth)
@@ -213,7 +214,7 @@ def test_falsify_h2_cheap_promotions_fail():
 
 
 def test_budget_keeps_the_grid_finishing_at_every_worker_count():
-    from experiments.harness_tables import tenth_table
+    from experiments.harness.tables import tenth_table
     tab = tenth_table(2, per_stratum=8, extra_every=0)
     truth = H.table_truth(tab)
     budget = H.budget_s(tab, truth)
@@ -234,7 +235,7 @@ def test_budget_keeps_the_grid_finishing_at_every_worker_count():
 def test_cli_prints_the_table_and_writes_json_and_plots(tmp_path, monkeypatch, capsys):
     from experiments.hypothesis import main
     monkeypatch.setattr(RM, "other_accelerators", lambda pr: {"v1": "stub", "v2": "stub"})
-    monkeypatch.setitem(sys.modules, "experiments.peers", None)       # not installed: a note, not a crash
+    monkeypatch.setitem(sys.modules, "experiments.harness.peers", None)       # not installed: a note, not a crash
     rc = main(["--synthetic", "0", "--repeats", "3", "--repeats-multi", "2", "--workers", "1", "4", "--draws", "20",
                "--methods", "uniform_grid", "asha", "asha+v5", "--peers", "--out", str(tmp_path / "h.json"),
                "--plots", str(tmp_path)])

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from experiments import leaderboard as cli
-from igla_jax.leaderboard import Leaderboard, LeaderboardError, LeaderRow, read_top
-from igla_jax.prereg import load_prereg
+from igla_jax.evidence.leaderboard import Leaderboard, LeaderboardError, LeaderRow, read_top
+from igla_jax.evidence.prereg import load_prereg
 
 PR = load_prereg()
 MIN = PR.min_victory_step

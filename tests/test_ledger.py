@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from igla_jax import ledger as L
-from igla_jax.ledger import CANONICAL_LEDGER, CodeVersion, Ledger, LedgerError, LedgerRow, read_ledger
+from igla_jax.evidence import ledger as L
+from igla_jax.evidence.ledger import CANONICAL_LEDGER, Ledger, read_ledger
+from igla_jax.evidence.ledger_row import CodeVersion, LedgerError, LedgerRow, code_version
 
 
 def _row(**over) -> dict:
@@ -198,7 +199,7 @@ def test_missing_file(tmp_path):
 
 
 def test_code_version(tmp_path):
-    assert L.code_version(tmp_path) == CodeVersion("unknown", True)  # not a git repository
+    assert code_version(tmp_path) == CodeVersion("unknown", True)  # not a git repository
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}
     git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True, env=env)
@@ -207,9 +208,9 @@ def test_code_version(tmp_path):
     git("add", "f.txt")
     git("commit", "-q", "-m", "c")
     sha = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    assert L.code_version(tmp_path) == CodeVersion(sha, False)
+    assert code_version(tmp_path) == CodeVersion(sha, False)
     (tmp_path / "f.txt").write_text("y")
-    assert L.code_version(tmp_path) == CodeVersion(sha, True)
+    assert code_version(tmp_path) == CodeVersion(sha, True)
 
 
 @pytest.mark.parametrize("bpb", [0.0, -0.5, -1e-12])

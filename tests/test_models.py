@@ -9,11 +9,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import tiny_model, tiny_train
-from igla_jax.models import (ConfigError, ModelConfig, init_params, intermediates, logits_fn, loss_fn,
-                             non_embedding_params, ema_update, mup, traced_hparams, update_aux)
-from igla_jax.models.jepa import JepaLM
-from igla_jax.models.layers import dropout
-from igla_jax.train import init_state, train_state_to
+from igla_jax.training.models import (ConfigError, ModelConfig, init_params, intermediates, logits_fn, loss_fn,
+                                      non_embedding_params, ema_update, mup, traced_hparams, update_aux)
+from igla_jax.training.models.jepa import JepaLM
+from igla_jax.training.models.layers import dropout
+from igla_jax.training.step import init_state
+from igla_jax.training.train import train_state_to
 
 
 def _x(cfg, seed=0, batch=2):
@@ -165,7 +166,7 @@ def test_hybrid_every_parameter_gets_a_gradient():
 
 
 def test_hybrid_recurrence_matches_sequential_loop():
-    from igla_jax.models.hybrid import linear_recurrence
+    from igla_jax.training.models.hybrid import linear_recurrence
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
     a = jax.nn.sigmoid(jax.random.normal(k1, (2, 9, 3)))
     u = jax.random.normal(k2, (2, 9, 3))
@@ -240,7 +241,7 @@ def test_bad_model_config_names_the_field(field, value, match):
 @pytest.mark.parametrize("n_in,n_out", [(16, 8), (8, 16)])   # both weight-gradient orientations
 def test_lowp_matmul_in_float32_equals_autodiff(n_in, n_out):
     """The custom VJP's three products (with its materialised transposes) are x @ w's, to float rounding."""
-    from igla_jax.models.lowp import matmul_lowp
+    from igla_jax.training.models.lowp import matmul_lowp
     x = jax.random.normal(jax.random.PRNGKey(0), (48, n_in))
     w = jax.random.normal(jax.random.PRNGKey(1), (n_in, n_out))
     mine = jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(matmul_lowp(x, w, "float32"))), (0, 1)))(x, w)

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from accelerators import mup_transfer
-from accelerators.mup_transfer import (BETA1_GRID, LR_GRID, TransferConfig, TransferError, best_index,
-                                       load_study, mup_verdict, run_family, transfer_lr, transfer_verdict,
-                                       write_study)
+from accelerators.mup_transfer import (BETA1_GRID, LR_GRID, TransferConfig, TransferError, best_index, load_study,
+                                       mup_verdict, run_family, transfer_lr, transfer_verdict, write_study)
 from coord_check import CoordCheckConfig, fit_result, fit_slope, run_coord_check
-from igla_jax.prereg import load_prereg
+from igla_jax.evidence.prereg import load_prereg
 
 PR = load_prereg()
 THR = PR.mup_slope_max
@@ -184,6 +183,6 @@ def test_coord_check_cli_rejects_bad_flags(argv, capsys):
 
 
 def test_transfer_cli_rejects_bad_flags(capsys):
-    from experiments.mup_transfer import main
+    from experiments.studies.mup_transfer import main
     assert main(["--proxy-width", "12"]) == 2
     assert "proxy_width" in capsys.readouterr().err

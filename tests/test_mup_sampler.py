@@ -3,10 +3,10 @@ import types
 
 from accelerators.mup_sampler import MupTransferSampler, load_coord_check
 from accelerators.mup_transfer import load_study, mup_verdict
-from igla_jax.interfaces import RandomSampler
-from igla_jax.prereg import repo_root
-from igla_jax.search_space import DEFAULT_SPACE
-from igla_jax.verdict import Verdict
+from igla_jax.evidence.prereg import repo_root
+from igla_jax.evidence.verdict import Verdict
+from igla_jax.search.interfaces import RandomSampler
+from igla_jax.search.search_space import DEFAULT_SPACE
 
 STUDY = load_study()
 

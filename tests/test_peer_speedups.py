@@ -1,4 +1,4 @@
-"""The peers' bookkeeping speed-ups (experiments.peer_speedups) compute exactly what the tools' own code computes.
+"""The peers' bookkeeping speed-ups (experiments.harness.peer_speedups) compute exactly what the tools' own code computes.
 
 Each replacement is run beside the tool's own function on the same random inputs (ties, repeats and
 overwrites included), and whole replayed races are compared with the stock tools (`stock=True`).
@@ -11,7 +11,7 @@ import random
 import numpy as np
 import pytest
 
-from experiments import peer_speedups as S
+from experiments.harness import peer_speedups as S
 
 
 def _results(rng: random.Random, n: int) -> list[tuple[int, int, float]]:
@@ -130,7 +130,7 @@ def test_smac_objective_bounds_are_smacs_after_every_add():
 @pytest.mark.parametrize("workers", [1, 4])
 def test_smac_with_speedups_replays_the_stock_trajectory(workers):
     pytest.importorskip("smac")
-    from experiments.peers_smac import run_smac
+    from experiments.harness.peers_smac import run_smac
     from tests.test_peers import TABLE
     for repeat in (0, 1):
         fast = run_smac(TABLE, repeat, workers, 600.0)

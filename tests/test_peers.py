@@ -1,4 +1,4 @@
-"""The field's tools on our table and clock (experiments.peers): valid, budgeted, deterministic, honest costs.
+"""The field's tools on our table and clock (experiments.harness.peers): valid, budgeted, deterministic, honest costs.
 
 The tool tests skip when the `compare` extra is missing (pip install -e '.[compare]').
 """
@@ -9,12 +9,12 @@ import math
 
 import pytest
 
-from experiments import peers
-from experiments.peers import PEERS, DIVERGED_BPB, PeerClock, PeerError, TableMap, peer_space
+from experiments.harness import peers
+from experiments.harness.peers import PEERS, DIVERGED_BPB, PeerClock, PeerError, TableMap, peer_space
 from igla_jax import curves
-from igla_jax.race_runner import PRESETS
-from igla_jax.replay import ReplayBackend, synthetic_table
-from igla_jax.search_space import Config, sample
+from igla_jax.execution.presets import PRESETS
+from igla_jax.execution.replay import ReplayBackend, synthetic_table
+from igla_jax.search.search_space import Config, sample
 
 PACKAGE = {"optuna_tpe_hyperband": "optuna", "hpbandster_bohb": "hpbandster", "smac_hyperband": "smac",
            "smac_multifidelity": "smac", "synetune_asha": "syne_tune", "synetune_bohb": "syne_tune"}
@@ -116,11 +116,11 @@ def test_clock_charges_continuations_per_segment_and_restarts_from_zero():
 
 def test_a_missing_tool_fails_its_method_only_with_the_install_line(monkeypatch):
     assert set(PEERS) == set(PACKAGE)
-    monkeypatch.setitem(peers._TOOLS, "nothing", ("experiments.peers_optuna", "run_optuna", "igla_no_such_pkg", {}))
+    monkeypatch.setitem(peers._TOOLS, "nothing", ("experiments.harness.peers_optuna", "run_optuna", "igla_no_such_pkg", {}))
     with pytest.raises(peers.PeerUnavailable,
                        match=r"'nothing' needs the package 'igla_no_such_pkg' .*pip install -e '\.\[compare\]'"):
         peers._method("nothing")(TABLE, 0, 1, 100.0)
-    monkeypatch.setitem(peers._TOOLS, "here", ("experiments.peers_optuna", "run_optuna", "math", {}))
+    monkeypatch.setitem(peers._TOOLS, "here", ("experiments.harness.peers_optuna", "run_optuna", "math", {}))
     with pytest.raises(PeerError, match="workers=0: must be >= 1"):
         peers._method("here")(TABLE, 0, 0, 100.0)
     with pytest.raises(PeerError, match="budget_s=nan: must be a positive number"):
@@ -170,8 +170,8 @@ def test_restarting_tools_pay_from_step_zero_and_continuing_tools_per_segment(na
 def test_synetune_backend_charges_like_replay():
     """A Syne Tune trial run to the top costs what ReplayBackend charges for the same rung-by-rung trial."""
     pytest.importorskip("syne_tune", reason="needs the compare extra: pip install -e '.[compare]'")
-    from experiments.peers_synetune import TableBackend
-    from igla_jax.race_types import Train
+    from experiments.harness.peers_synetune import TableBackend
+    from igla_jax.search.race_types import Train
     for table in (TABLE, tiny_table(dies=BEST)):
         be = TableBackend(table, SPACE, workers=1)
         be._trial_dict[0] = type("T", (), {"config": {"family": BEST.family,
@@ -191,7 +191,7 @@ def test_synetune_backend_charges_like_replay():
 
 def test_the_harness_registers_the_peers_and_accepts_their_trajectories(monkeypatch):
     pytest.importorskip("optuna", reason="needs the compare extra: pip install -e '.[compare]'")
-    from experiments import harness as H
+    from experiments.harness import methods as H   # the module whose METHODS register_method and run_methods read
     monkeypatch.setattr(H, "METHODS", dict(H.METHODS))
     assert H.load_peers() is None and {n: H.METHODS[n].kind for n in PEERS} == {n: "peer" for n in PEERS}
     run = H.run_methods(TABLE, ["optuna_tpe_hyperband"], {1: 2, 3: 1}, 300.0)
@@ -203,7 +203,7 @@ def test_exact_truncnorm_is_scipys_truncnorm_rvs_bit_for_bit():
     """The fast path equals scipy on probes; the check itself rejects a draw off by one ulp or from another stream."""
     pytest.importorskip("scipy")
     import numpy as np
-    from experiments import exact_truncnorm as E
+    from experiments.harness import exact_truncnorm as E
     assert E.exact(1000)
     assert not E.exact(200, fn=lambda *a, **k: np.nextafter(E.rvs(*a, **k), np.inf))        # one ulp off
     assert not E.exact(200, fn=lambda *a, **k: (np.random.rand(), E.rvs(*a, **k))[1])       # a different draw
@@ -224,8 +224,8 @@ def test_exact_truncnorm_is_scipys_truncnorm_rvs_bit_for_bit():
 def test_hpbandster_with_exact_truncnorm_replays_the_same_trajectory(workers, repeat, budget):
     """The fast truncnorm.rvs is used (its cache is hit) and HpBandSter decides exactly as with scipy's own."""
     tool("hpbandster_bohb")
-    from experiments import exact_truncnorm as E
-    from experiments.peers_hpbandster import cg_bohb, run_hpbandster
+    from experiments.harness import exact_truncnorm as E
+    from experiments.harness.peers_hpbandster import cg_bohb, run_hpbandster
     hits = E._terms_of.cache_info().hits
     fast = run_hpbandster(TABLE, repeat, workers, budget)
     assert E._terms_of.cache_info().hits > hits + 100 and cg_bohb.sps is E.sps   # used, then restored
@@ -237,7 +237,7 @@ def test_hpbandster_with_exact_truncnorm_replays_the_same_trajectory(workers, re
 def test_synetune_sim_tuner_replays_the_stock_tuners_trajectory(searcher, workers):
     """No real sleep and a counting status change nothing Syne Tune decides."""
     tool("synetune_asha")
-    from experiments.peers_synetune import run_synetune
+    from experiments.harness.peers_synetune import run_synetune
     for repeat in (0, 1):
         fast = run_synetune(TABLE, repeat, workers, 300.0, searcher=searcher, method=f"synetune_{searcher}")
         assert fast.completions
@@ -249,7 +249,7 @@ def test_synetune_counting_status_counts_like_syne_tunes():
     tool("synetune_asha")
     from syne_tune.backend.trial_status import Status
     from syne_tune.tuning_status import TuningStatus
-    from experiments.peers_synetune import _CountingStatus
+    from experiments.harness.peers_synetune import _CountingStatus
     trial = type("T", (), {"config": {}})()
     stock, ours = TuningStatus(["bpb"]), _CountingStatus(["bpb"])
     steps = [{0: Status.in_progress, 1: Status.in_progress}, {0: Status.completed, 2: Status.in_progress},

@@ -11,12 +11,12 @@ import pytest
 import accelerators.phi_grid as pg
 from accelerators.phi_grid import (PHI, PhiSampler, PhiState, arms_disjoint, judge_size, ledger_phi_verdict,
                                    on_phi_grid, phi_grid, phi_values, phi_verdict, trinity_identity_holds)
-from igla_jax.models.config import FAMILIES
-from igla_jax.prereg import load_prereg
-from igla_jax.race import Race, RaceConfig
-from igla_jax.race_runner import PRESETS
-from igla_jax.search_space import DEFAULT_SPACE, Config, SearchSpace, SearchSpaceError, full_grid
-from igla_jax.verdict import Verdict
+from igla_jax.evidence.prereg import load_prereg
+from igla_jax.evidence.verdict import Verdict
+from igla_jax.execution.presets import PRESETS
+from igla_jax.search.race import Race, RaceConfig
+from igla_jax.search.search_space import DEFAULT_SPACE, Config, SearchSpace, SearchSpaceError, full_grid
+from igla_jax.training.models.config import FAMILIES
 
 PREREG = load_prereg()
 SMOKE = SearchSpace(width=(16,), depth=(2,), dropout=(0.0,), ema_beta=(0.99,), head_dim=8)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from igla_jax import prereg as P
-from igla_jax.prereg import Prereg, PreregError, load_prereg, rung_schedule
+from igla_jax.evidence import prereg as P
+from igla_jax.evidence.prereg import Prereg, PreregError, load_prereg, rung_schedule
 
 REPO_FILE = Path(__file__).resolve().parent.parent / "assertions" / "preregistration.json"
 
@@ -160,14 +160,15 @@ def test_amendment_record_is_validated(tmp_path, mutate, field):
 
 def test_race_reads_the_filter_pool_from_the_prereg():
     import dataclasses
-    from igla_jax.race_runner import PRESETS
+    from igla_jax.execution.presets import PRESETS
     p = dataclasses.replace(load_prereg(), filter_score_pool=7)
     assert PRESETS["quick"].race_config(p, 1).score_pool == 7
 
 
 def test_one_status_vocabulary():
-    from igla_jax import executor, ledger, victory
     from accelerators import phi_grid
-    assert executor.RESULT_STATUSES is ledger.RESULT_STATUSES
-    assert victory.VICTORY_STATUSES is ledger.VICTORY_STATUSES == frozenset({"confirmed"})
-    assert phi_grid.RESULT_STATUSES is ledger.RESULT_STATUSES
+    from igla_jax.evidence import ledger_row, victory
+    from igla_jax.execution import rows
+    assert rows.RESULT_STATUSES is ledger_row.RESULT_STATUSES
+    assert victory.VICTORY_STATUSES is ledger_row.VICTORY_STATUSES == frozenset({"confirmed"})
+    assert phi_grid.RESULT_STATUSES is ledger_row.RESULT_STATUSES

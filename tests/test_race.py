@@ -8,11 +8,12 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from igla_jax.interfaces import Allocation, Allocator, FilterDecision, Judgement, PruneDecision, RandomSampler, RoundRobin
-from igla_jax.race import (BudgetExhausted, Confirm, ConfirmDone, Finish, Prune, Race, RaceConfig, RaceError,
-                           Reproduce, ReproduceDone, RungDone, Score, Scored, Start, Train, promotable)
-from igla_jax.search_space import Config
-from igla_jax.verdict import Verdict
+from igla_jax.evidence.verdict import Verdict
+from igla_jax.search.interfaces import (Allocation, Allocator, FilterDecision, Judgement, PruneDecision,
+                                        RandomSampler, RoundRobin)
+from igla_jax.search.race import (BudgetExhausted, Confirm, ConfirmDone, Finish, Prune, Race, RaceConfig, RaceError,
+                                  Reproduce, ReproduceDone, RungDone, Score, Scored, Start, Train, promotable)
+from igla_jax.search.search_space import Config
 
 RUNGS = (10, 30, 90)
 
@@ -123,7 +124,7 @@ def test_falsify_shared_noise_search_seed_is_never_a_victory_seed_and_confirms_a
 
 
 def test_search_seed_is_derived_deterministically_and_can_be_pinned():
-    from igla_jax.race_types import derive_search_seed
+    from igla_jax.search.race_types import derive_search_seed
     assert derive_search_seed(42, (42, 43, 44)) == derive_search_seed(42, (42, 43, 44))
     assert derive_search_seed(42, (42, 43, 44)) != derive_search_seed(43, (42, 43, 44))
     h = derive_search_seed(42, ())

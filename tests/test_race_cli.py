@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from igla_jax.ledger import CANONICAL_LEDGER, read_ledger
-from igla_jax.race_runner import RaceSetupError, parse_budget, run_race
+from igla_jax.evidence.ledger import CANONICAL_LEDGER, read_ledger
+from igla_jax.execution.presets import RaceSetupError, parse_budget
+from igla_jax.execution.race_runner import run_race
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -161,11 +162,11 @@ def test_same_shape_actions_run_as_one_population(tmp_path):
 
 
 def test_full_style_run_appends_confirmation_rows_to_canonical_once(tmp_path, monkeypatch):
-    import igla_jax.ledger
-    import igla_jax.race_runner
+    import igla_jax.evidence.ledger
+    import igla_jax.execution.race_runner
     fake_canon = tmp_path / "assertions" / "seed_results.jsonl"
-    monkeypatch.setattr(igla_jax.ledger, "CANONICAL_LEDGER", fake_canon)
-    monkeypatch.setattr(igla_jax.race_runner, "CANONICAL_LEDGER", fake_canon)
+    monkeypatch.setattr(igla_jax.evidence.ledger, "CANONICAL_LEDGER", fake_canon)
+    monkeypatch.setattr(igla_jax.execution.race_runner, "CANONICAL_LEDGER", fake_canon)
     out = tmp_path / "c"
     with pytest.raises(Crash):  # dies during the confirmations
         run_race(seed=42, preset="smoke", out=out, canonical=True, trainer=FakeTrainer(crash_seed=44))
@@ -188,12 +189,12 @@ def test_full_style_run_appends_confirmation_rows_to_canonical_once(tmp_path, mo
 
 def test_falsify_lost_canonical_row_kill_between_appends_is_reconciled_once(tmp_path, monkeypatch):
     """A kill after the run-ledger append and before the canonical append used to lose that row for good."""
-    import igla_jax.ledger
-    import igla_jax.race_runner
-    from igla_jax.ledger import Ledger
+    import igla_jax.evidence.ledger
+    import igla_jax.execution.race_runner
+    from igla_jax.evidence.ledger import Ledger
     fake_canon = tmp_path / "assertions" / "seed_results.jsonl"
-    monkeypatch.setattr(igla_jax.ledger, "CANONICAL_LEDGER", fake_canon)
-    monkeypatch.setattr(igla_jax.race_runner, "CANONICAL_LEDGER", fake_canon)
+    monkeypatch.setattr(igla_jax.evidence.ledger, "CANONICAL_LEDGER", fake_canon)
+    monkeypatch.setattr(igla_jax.execution.race_runner, "CANONICAL_LEDGER", fake_canon)
     real_append = Ledger.append
 
     def dying_append(self, row):
@@ -240,8 +241,8 @@ def test_falsify_replay_mismatch_resume_refuses_a_row_that_does_not_answer_its_a
     else:
         rows[i][field] = value
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    from igla_jax.executor import ResumeError
-    from igla_jax.leaderboard import LeaderboardError
+    from igla_jax.evidence.leaderboard import LeaderboardError
+    from igla_jax.execution.executor import ResumeError
     # a changed seed is caught already while the leaderboard is rebuilt from the ledger
     with pytest.raises((ResumeError, LeaderboardError), match=needle if field != "seed" else "165008596|seed 5"):
         run_race(seed=42, preset="smoke", out=out, resume=True, trainer=FakeTrainer())
@@ -254,7 +255,7 @@ def test_out_dir_rules(tmp_path):
     with pytest.raises(RaceSetupError, match="--seed 1 --preset smoke, not --seed 2"):
         run_race(seed=2, preset="smoke", out=tmp_path / "a", resume=True, trainer=FakeTrainer())
     from accelerators.phi_grid import PhiSampler
-    from igla_jax.prereg import load_prereg
+    from igla_jax.evidence.prereg import load_prereg
     with pytest.raises(RaceSetupError, match="roles: recorded .*'random'.*now .*'phi_grid'"):
         run_race(seed=1, preset="smoke", out=tmp_path / "a", resume=True, trainer=FakeTrainer(),
                  sampler=PhiSampler(load_prereg()))

@@ -15,8 +15,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from igla_jax.ledger import read_ledger  # noqa: E402
-from igla_jax.race_runner import run_race  # noqa: E402
+from igla_jax.evidence.ledger import read_ledger  # noqa: E402
+from igla_jax.execution.race_runner import run_race  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = ("trained", "diverged", "confirmed", "reproduced")
@@ -50,7 +50,8 @@ def reference(tmp_path_factory, cache):
     Run in a subprocess with the persistent compile cache, which it fills for the Ray workers.
     """
     out = tmp_path_factory.mktemp("ref") / "run"
-    code = ("import sys; from igla_jax.race_runner import enable_compile_cache, run_race; "
+    code = ("import sys; from igla_jax.execution.runner import enable_compile_cache; "
+            "from igla_jax.execution.race_runner import run_race; "
             "enable_compile_cache(sys.argv[2]); "
             f"run_race(seed={SEED}, preset='smoke', out=sys.argv[1], executor='local', workers=2, deterministic=True)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -132,7 +133,7 @@ def test_cli_joins_the_cluster_with_ray_address(cluster, cache, tmp_path):
                         str(out), "--executor", "ray", "--workers", "2", "--ray-address", addr], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert " finished: " in r.stdout and "Traceback" not in r.stderr
+    assert "finished: every trial it could start has raced" in r.stdout and "Traceback" not in r.stderr
     res = [x for x in read_ledger(out / "ledger.jsonl").rows if x["status"] in RESULTS]
     assert res and {x["extra"]["executor"]["backend"] for x in res} == {"ray"}
     assert [x["extra"]["arrival"] for x in res] == list(range(len(res)))

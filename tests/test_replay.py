@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 
 from igla_jax import curves
-from igla_jax.interfaces import RandomSampler
-from igla_jax.ledger import CodeVersion, read_ledger
-from igla_jax.race import Confirm, Reproduce, Train
-from igla_jax.race_runner import PRESETS, RaceSetupError, run_race, run_replay
-from igla_jax.replay import ReplayBackend, ReplayError, synthetic_rows, synthetic_table, table_space
-from igla_jax.search_space import Config, sample
+from igla_jax.evidence.ledger import read_ledger
+from igla_jax.evidence.ledger_row import CodeVersion
+from igla_jax.execution.presets import PRESETS, RaceSetupError
+from igla_jax.execution.race_runner import run_race, run_replay
+from igla_jax.execution.replay import ReplayBackend, ReplayError, synthetic_rows, synthetic_table, table_space
+from igla_jax.search.interfaces import RandomSampler
+from igla_jax.search.race import Confirm, Reproduce, Train
+from igla_jax.search.search_space import Config, sample
 
 V = CodeVersion("0" * 40, False)
 A = Config("attn", 16, 2, 1e-3, 0.9, 0.0, 0.0, 0.0)        # shape attn/w16/d2
@@ -198,7 +200,7 @@ def test_finish_times_with_one_and_two_workers_and_compile_once_per_worker_and_s
 
 
 def test_ties_break_by_action_id_and_cancel_frees_the_worker():
-    from igla_jax.backends import Backend
+    from igla_jax.execution.backends import Backend
     be = ReplayBackend(small_table(), workers=2)
     assert isinstance(be, Backend)
     be.submit(_train(9, A, 0, 4), 0.0)

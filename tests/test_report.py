@@ -10,10 +10,10 @@ import pytest
 
 from experiments import race as race_cli
 from experiments import report as report_cli
-from igla_jax.ledger import CodeVersion
-from igla_jax.ledger import read_ledger
-from igla_jax.race_runner import run_replay
-from igla_jax.run_report import ReportError, read_curves, render
+from igla_jax.evidence.ledger import read_ledger
+from igla_jax.evidence.ledger_row import CodeVersion
+from igla_jax.execution.race_runner import run_replay
+from igla_jax.execution.run_report import ReportError, read_curves, render
 from tests.test_replay import tenth_like_table
 
 V = CodeVersion("0" * 40, False)

@@ -18,14 +18,16 @@ from accelerators.bohb import BOHBSampler
 from accelerators.phi_replay import TablePhiSampler
 from accelerators.ucb import UCB1Allocator
 from igla_jax import curves
-from igla_jax.interfaces import Allocation, Allocator, Proposal, PruneDecision, Pruner, RandomSampler, RoundRobin, Sampler
-from igla_jax.ledger import CodeVersion
-from igla_jax.prereg import load_prereg
-from igla_jax.race import Race, RaceError
-from igla_jax.race_runner import PRESETS, run_replay
-from igla_jax.replay import synthetic_table, table_space
-from igla_jax.search_space import LEVER_FIELDS, sample
-from igla_jax.verdict import Verdict
+from igla_jax.evidence.ledger_row import CodeVersion
+from igla_jax.evidence.prereg import load_prereg
+from igla_jax.evidence.verdict import Verdict
+from igla_jax.execution.presets import PRESETS
+from igla_jax.execution.race_runner import run_replay
+from igla_jax.execution.replay import synthetic_table, table_space
+from igla_jax.search.interfaces import (Allocation, Allocator, Proposal, PruneDecision, Pruner, RandomSampler,
+                                        RoundRobin, Sampler)
+from igla_jax.search.race import Race, RaceError
+from igla_jax.search.search_space import LEVER_FIELDS, sample
 
 PR = load_prereg()
 PS = PRESETS["tenth"]
@@ -71,7 +73,7 @@ ALLOCATORS = {
 
 def _v4_pruner():
     pytest.importorskip("xgboost")
-    from experiments.replay_methods_v4 import v4_pruner_for_table
+    from experiments.harness.replay_methods_v4 import v4_pruner_for_table
     return v4_pruner_for_table(TABLE, PR)
 
 
@@ -188,7 +190,7 @@ class PruneAll:
         return 0
 
     def judge(self, state, race, trial):
-        from igla_jax.interfaces import Judgement
+        from igla_jax.search.interfaces import Judgement
         return PruneDecision(state + 1, Judgement(True, 0.0, "prunes everything"))
 
 
@@ -231,9 +233,9 @@ def test_trials_carry_their_learning_curve_through_the_replay():
 
 def test_a_result_row_carries_the_curve_back_into_the_event():
     """Live rows store the per-chunk training bits; resume rebuilds the event from the row, curve included."""
-    from igla_jax.executor import RowMaker, event_for, result_row
-    from igla_jax.race_types import Train
-    from igla_jax.train import TrialResult
+    from igla_jax.execution.rows import RowMaker, event_for, result_row
+    from igla_jax.search.race_types import Train
+    from igla_jax.training.train import TrialResult
     cfg = CFGS[0]
     a = Train(4, "t0001", cfg, 7, 0, 0, 100, 2700, None, "t0001/step_100", None, None)
     res = TrialResult(3.1, "ok", 100, 1000, 1.0, 0.5, 3.3, None, (4.1234567, float("nan"), 3.3))

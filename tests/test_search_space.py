@@ -5,9 +5,9 @@ import dataclasses
 
 import pytest
 
-from igla_jax.models.config import FAMILIES
-from igla_jax.search_space import (DEFAULT_SPACE, JEPA_BETA1, LEVER_IDS, LEVER_TABLE, Config, SearchSpace,
-                                   SearchSpaceError, config_from_dict, full_grid, sample)
+from igla_jax.search.search_space import (DEFAULT_SPACE, JEPA_BETA1, LEVER_IDS, LEVER_TABLE, Config, SearchSpace,
+                                          SearchSpaceError, config_from_dict, full_grid, sample)
+from igla_jax.training.models.config import FAMILIES
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from igla_jax import selection_bias as S
-from igla_jax.prereg import load_prereg
-from igla_jax.victory import false_positive_rate
+from igla_jax.evidence import selection_bias as S
+from igla_jax.evidence.prereg import load_prereg
+from igla_jax.evidence.victory import false_positive_rate
 
 PR = load_prereg()
 N = 40_000  # simulated races per estimate: 0.1 s at k = 27

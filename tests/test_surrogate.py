@@ -11,18 +11,20 @@ import numpy as np
 import pytest
 
 from accelerators import surrogate as v4
-from accelerators.surrogate import (SurrogatePruner, V4Error, config_folds, crossfit_pruner, fit_power_law,
-                                    fit_split, holdout_errors, live_pruner, load_v4_verdict, power_law,
-                                    power_law_predict, rank_rule, surrogate_verdict, table_examples, write_v4_verdict)
+from accelerators.surrogate import (SurrogatePruner, crossfit_pruner, fit_split, live_pruner, load_v4_verdict,
+                                    rank_rule, surrogate_verdict, write_v4_verdict)
+from accelerators.surrogate_model import (V4Error, config_folds, fit_power_law, holdout_errors, power_law,
+                                          power_law_predict, table_examples)
 from igla_jax import curves
-from igla_jax.ledger import CodeVersion
-from igla_jax.prereg import load_prereg, repo_root
-from igla_jax.race import Race, RaceConfig
-from igla_jax.race_runner import PRESETS, run_replay
-from igla_jax.race_types import RungResult, Trial
-from igla_jax.replay import synthetic_rows, synthetic_table
-from igla_jax.search_space import LEVER_FIELDS, sample
-from igla_jax.verdict import Verdict
+from igla_jax.evidence.ledger_row import CodeVersion
+from igla_jax.evidence.prereg import load_prereg, repo_root
+from igla_jax.evidence.verdict import Verdict
+from igla_jax.execution.presets import PRESETS
+from igla_jax.execution.race_runner import run_replay
+from igla_jax.execution.replay import synthetic_rows, synthetic_table
+from igla_jax.search.race import Race, RaceConfig
+from igla_jax.search.race_types import RungResult, Trial
+from igla_jax.search.search_space import LEVER_FIELDS, sample
 
 pytest.importorskip("xgboost")
 
@@ -218,7 +220,7 @@ def test_falsify_surrogate_drift():
 
 def test_falsify_pruning_winners_disables_v4():
     """A pruner that predicts the best configs worst prunes winners: top-pruned share > 0.10, V4 disabled."""
-    from experiments.v4_study import run_replays, top_pruned
+    from experiments.studies.v4_study import run_replays, top_pruned
     inverse = SurrogatePruner.from_prereg(PR, ON, (StubModel({c: 10.0 - b for c, b in TOP.items()}),))
     rep = run_replays(TABLE, inverse, 3, PR)
     ids = [c for per in rep.pruned for c in per]
@@ -254,7 +256,7 @@ def _table_file(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     curves.manifest_path(path).write_text(json.dumps(manifest))
-    from igla_jax.replay import load_table
+    from igla_jax.execution.replay import load_table
     return path, load_table(path)
 
 
@@ -276,7 +278,7 @@ def test_cli_flag_parses_and_keeps_xgboost_lazy():
     from experiments.race import parse_args
     assert parse_args([]).surrogate == "study" and parse_args(["--surrogate", "off"]).surrogate == "off"
     code = ("import sys, experiments.race as r; from accelerators.surrogate import live_pruner; "
-            "from igla_jax.prereg import load_prereg; "
+            "from igla_jax.evidence.prereg import load_prereg; "
             "p = live_pruner(load_prereg(), preset='smoke'); assert not p.verdict.enabled, p.verdict; "
             "assert 'xgboost' not in sys.modules, 'xgboost imported'")
     r = subprocess.run([sys.executable, "-c", code], cwd=repo_root(), capture_output=True, text=True, timeout=120)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from igla_jax import data
-from igla_jax.race_runner import run_race
+from igla_jax.execution.race_runner import run_race
+from igla_jax.training import data
 
 DECISION_FIELDS = ("event_id", "status", "config_id", "seed", "step", "bpb", "decided_by", "score")
 
@@ -33,8 +33,8 @@ def run_smoke(out, sampler):
     data.clear_caches()
     if sampler == "phi":  # the V5 sampler and its falsifier read rung results too
         from accelerators.phi_grid import PhiSampler
-        from igla_jax.prereg import load_prereg
-        from igla_jax.race_runner import PRESETS
+        from igla_jax.evidence.prereg import load_prereg
+        from igla_jax.execution.presets import PRESETS
         return run_race(seed=3, preset="smoke", out=out, sampler=PhiSampler(load_prereg(), space=PRESETS["smoke"].space))
     return run_race(seed=3, preset="smoke", out=out)
 

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from conftest import tiny_model, tiny_train
-from igla_jax import checkpoint as ckpt
-from igla_jax.data import get_batch, splits
-from igla_jax.models import ConfigError
-from igla_jax.prereg import repo_root
+from igla_jax.evidence.prereg import repo_root
+from igla_jax.training import checkpoint as ckpt
+from igla_jax.training.data import get_batch, splits
+from igla_jax.training.models import ConfigError
 
 REPO = repo_root()
-from igla_jax.train import (TrainConfig, _eval_logits, init_state, lr_schedule, hparams_of, population_chunk,
-                            run_population, run_trial, stack_states, train_chunk, train_state_to, train_step,
-                            unstack_state, validation_bpb)
+from igla_jax.training.step import (TrainConfig, _eval_logits, init_state, lr_schedule, hparams_of, population_chunk,
+                                    train_chunk, train_step, validation_bpb)
+from igla_jax.training.train import run_population, run_trial, stack_states, train_state_to, unstack_state
 
 
 def _leaves(tree):
@@ -200,7 +200,7 @@ def test_cli_bad_flags_exit_2_with_one_clear_error(args, needle):
 
 
 def test_population_rule_and_override(monkeypatch):
-    from igla_jax.train import population_pays
+    from igla_jax.training.train import population_pays
     cfg = tiny_model()
     assert population_pays(cfg, 8, backend="gpu") and not population_pays(cfg, 1, backend="gpu")
     assert not population_pays(cfg, 8, backend="cpu")
@@ -212,7 +212,7 @@ def test_population_rule_and_override(monkeypatch):
 
 
 def test_run_population_takes_one_model_config_per_trial_and_scores_test_only_when_asked():
-    from igla_jax.train import run_population, run_trial
+    from igla_jax.training.train import run_population, run_trial
     mcs = [tiny_model("jepa", dropout=0.0, ema_beta=0.99), tiny_model("jepa", dropout=0.2, ema_beta=0.95)]
     tcs = [tiny_train(seed=1), tiny_train(seed=2)]
     pop = run_population(mcs, tcs, to_step=20, eval_tests=[False, True])

@@ -10,17 +10,18 @@ import pytest
 
 from accelerators.ucb import (UCB1Allocator, V6Error, load_v6_verdict, mid_rank_rewards, regret, ucb_verdict,
                               write_v6_verdict)
-from experiments.v6_study import main as study_main, run_study
+from experiments.studies.v6_study import main as study_main, run_study
 from igla_jax import curves
-from igla_jax.interfaces import RoundRobin
-from igla_jax.ledger import CodeVersion
-from igla_jax.prereg import load_prereg
-from igla_jax.race import Race, RaceConfig
-from igla_jax.race_runner import PRESETS, run_replay
-from igla_jax.race_types import RungResult, Trial
-from igla_jax.replay import synthetic_table
-from igla_jax.search_space import sample
-from igla_jax.verdict import Verdict
+from igla_jax.evidence.ledger_row import CodeVersion
+from igla_jax.evidence.prereg import load_prereg
+from igla_jax.evidence.verdict import Verdict
+from igla_jax.execution.presets import PRESETS
+from igla_jax.execution.race_runner import run_replay
+from igla_jax.execution.replay import synthetic_table
+from igla_jax.search.interfaces import RoundRobin
+from igla_jax.search.race import Race, RaceConfig
+from igla_jax.search.race_types import RungResult, Trial
+from igla_jax.search.search_space import sample
 
 PR = load_prereg()
 ON = Verdict(True, 0.0, PR.alpha_per_arm, "test: enabled")
@@ -199,7 +200,7 @@ def test_study_enables_v6_when_one_family_is_clearly_better_and_disables_it_when
 
 
 def test_study_cli_writes_the_verdict_file(tmp_path):
-    from igla_jax.replay import synthetic_rows
+    from igla_jax.execution.replay import synthetic_rows
     ps = PRESETS["tenth"]
     cfgs = [c for f in FAMS for c in sample(0, f, 60, ps.space)]
     rows, man = synthetic_rows([(c, 7, "primary") for c in cfgs],
@@ -219,7 +220,7 @@ def test_study_cli_writes_the_verdict_file(tmp_path):
 def test_falsify_ucb_regret_power_a_placebo_is_disabled_in_almost_every_study():
     """Power, not just possibility: a useless allocator (a random family per start) is disabled in almost every
     resampled study against uniform allocation (the best round-robin phase, prereg v6)."""
-    from experiments.v6_power import power, regrets
+    from experiments.studies.v6_power import power, regrets
     reg = regrets(_table({"attn": 0.0, "jepa": 0.3, "hybrid": 0.3}), 12, PR)
     res = power(reg, 10, 200, PR)
     assert res["placebo_disabled"] >= 0.98

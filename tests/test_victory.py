@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from igla_jax import victory as V
-from igla_jax.prereg import load_prereg
+from igla_jax.evidence import victory as V
+from igla_jax.evidence.prereg import load_prereg
 
 PR = load_prereg()
 SHA = "0123456789abcdef0123456789abcdef01234567"

@@ -12,6 +12,7 @@ import json
 import pytest
 
 from experiments import needle_falsify
+import igla_jax.evidence.victory as V
 from experiments import witness as W
 
 
@@ -106,8 +107,8 @@ def test_every_accelerator_mode_is_built_and_an_unbuilt_one_would_say_so(ctx):
 
 def test_clean_twin_rejected_is_reported(ctx, monkeypatch):
     """A judge that rejects everything proves nothing: the witness says so instead of 'caught'."""
-    monkeypatch.setattr(W.V, "winning_seeds", lambda rows, prereg, **kw: W.V.Verdict(
-        False, None, None, None, None, None, (f"row 0: {W.V.DIRTY_TREE}: always",), ()))
+    monkeypatch.setattr(V, "winning_seeds", lambda rows, prereg, **kw: V.Verdict(
+        False, None, None, None, None, None, (f"row 0: {V.DIRTY_TREE}: always",), ()))
     assert W.check(W.MODE_BY_NAME["row_dirty_tree"], ctx).status == W.TWIN_REJECTED
 
 

@@ -12,7 +12,11 @@ import math
 
 import pytest
 
+import accelerators.phi_grid as phi_grid
+import accelerators.ucb as ucb
+import igla_jax.evidence.victory as V
 from experiments import witness as W
+from igla_jax.evidence.prereg import load_prereg
 
 INF = math.inf
 
@@ -33,65 +37,65 @@ def _bound(name, value):
 def _drop_row_rule(rule):
     """victory._row_reasons without the named rule (the check deleted)."""
     def mutate(monkeypatch, pr):
-        orig = W.V._row_reasons
-        monkeypatch.setattr(W.V, "_row_reasons", lambda *a, **k: [r for r in orig(*a, **k) if not r.startswith(rule)])
+        orig = V._row_reasons
+        monkeypatch.setattr(V, "_row_reasons", lambda *a, **k: [r for r in orig(*a, **k) if not r.startswith(rule)])
         return pr
     return mutate
 
 
 def _no_embargo(monkeypatch, pr):
-    monkeypatch.setattr(W.V, "resolve_embargo", lambda entries, resolve, source="embargo": frozenset())
+    monkeypatch.setattr(V, "resolve_embargo", lambda entries, resolve, source="embargo": frozenset())
     return pr
 
 
 def _literal_embargo(monkeypatch, pr):
     """The row's sha compared with the embargo as written, not resolved to its full id: abbreviations slip through."""
-    orig = W.V._row_reasons
+    orig = V._row_reasons
 
     def reasons(row, prereg, resolve, embargo, require_clean):
         out = orig(row, prereg, resolve, frozenset(), require_clean)
-        return out + ([f"{W.V.EMBARGOED_SHA}: sha {row['sha']!r} is listed"] if row["sha"] in embargo else [])
-    monkeypatch.setattr(W.V, "_row_reasons", reasons)
+        return out + ([f"{V.EMBARGOED_SHA}: sha {row['sha']!r} is listed"] if row["sha"] in embargo else [])
+    monkeypatch.setattr(V, "_row_reasons", reasons)
     return pr
 
 
 def _dedupe_seeds(monkeypatch, pr):
     """The duplicate-seed check replaced by silently keeping the last row of each seed."""
-    orig = W.V.winning_seeds
+    orig = V.winning_seeds
 
     def judged(rows, prereg, **kw):
         last = {}
         for r in rows:
             last[r["seed"]] = r
         return orig(list(last.values()), prereg, **kw)
-    monkeypatch.setattr(W.V, "winning_seeds", judged)
+    monkeypatch.setattr(V, "winning_seeds", judged)
     return pr
 
 
 def _validation_fallback(monkeypatch, pr):
     """A row without test_bpb judged on its validation bpb (the leak pre-registration v2 closed)."""
-    orig = W.V.winning_seeds
-    monkeypatch.setattr(W.V, "winning_seeds", lambda rows, prereg, **kw: orig(
+    orig = V.winning_seeds
+    monkeypatch.setattr(V, "winning_seeds", lambda rows, prereg, **kw: orig(
         [dict(r, test_bpb=r.get("test_bpb", r.get("bpb"))) for r in rows], prereg, **kw))
     return pr
 
 
 def _phi_always_enabled(monkeypatch, pr):
-    orig = W.phi_grid.phi_verdict
-    monkeypatch.setattr(W.phi_grid, "phi_verdict",
+    orig = phi_grid.phi_verdict
+    monkeypatch.setattr(phi_grid, "phi_verdict",
                         lambda *a, **k: dataclasses.replace(orig(*a, **k), enabled=True))
     return pr
 
 
 def _any_sha_resolves(monkeypatch, pr):
     """A resolver that trusts any 40-hex sha as a commit of the repository."""
-    monkeypatch.setattr(W.V, "git_resolver", lambda repo: (lambda sha: sha if len(sha) == 40 else None))
+    monkeypatch.setattr(V, "git_resolver", lambda repo: (lambda sha: sha if len(sha) == 40 else None))
     return pr
 
 
 def _ucb_always_enabled(monkeypatch, pr):
-    orig = W.ucb.ucb_verdict
-    monkeypatch.setattr(W.ucb, "ucb_verdict", lambda *a, **k: dataclasses.replace(orig(*a, **k), enabled=True))
+    orig = ucb.ucb_verdict
+    monkeypatch.setattr(ucb, "ucb_verdict", lambda *a, **k: dataclasses.replace(orig(*a, **k), enabled=True))
     return pr
 
 
@@ -120,15 +124,15 @@ MUTATIONS = {
     "v4_surrogate": _surrogate_mae_unbounded,
     "v6_ucb": _ucb_always_enabled,
     "v7_curriculum": _curriculum_variance_unchecked,
-    "row_unknown_sha": _drop_row_rule(W.V.UNKNOWN_SHA),
+    "row_unknown_sha": _drop_row_rule(V.UNKNOWN_SHA),
     "row_embargoed_sha_full": _no_embargo,
     "row_embargoed_sha_abbreviated": _literal_embargo,
     "row_step_too_early": _replace(min_victory_step=0),
     "row_bpb_below_band": _bound("bpb_band", lambda pr: (-INF, pr.bpb_band[1])),
     "row_bpb_above_band": _bound("bpb_band", lambda pr: (pr.bpb_band[0], INF)),
-    "row_seed_outside_set": _drop_row_rule(W.V.SEED_OUTSIDE_SET),
+    "row_seed_outside_set": _drop_row_rule(V.SEED_OUTSIDE_SET),
     "row_duplicate_seed": _dedupe_seeds,
-    "row_dirty_tree": _drop_row_rule(W.V.DIRTY_TREE),
+    "row_dirty_tree": _drop_row_rule(V.DIRTY_TREE),
     "row_test_bpb_missing": _validation_fallback,
     "h1_first_promotion": _replace(harness_first_promotion_ratio_max=INF),
     "h2_cheap_promotions": _replace(cheap_promotion_fail_max=INF),
@@ -143,7 +147,7 @@ def test_every_built_mode_has_a_mutation():
 
 @pytest.mark.parametrize("name", sorted(MUTATIONS))
 def test_weakened_rule_makes_the_witness_fail(name, monkeypatch, tmp_path):
-    pr = W.load_prereg()
+    pr = load_prereg()
     ctx = W.make_context(tmp_path, prereg=pr, judge_prereg=MUTATIONS[name](monkeypatch, pr))
     o = W.check(W.MODE_BY_NAME[name], ctx)
     assert o.status == W.NOT_CAUGHT, (f"{name}: weakening its rule did not make the witness fail", o)
@@ -151,7 +155,7 @@ def test_weakened_rule_makes_the_witness_fail(name, monkeypatch, tmp_path):
 
 def test_literal_embargo_still_catches_the_full_sha(monkeypatch, tmp_path):
     """The abbreviated mode is what detects an unresolved embargo: the full-sha mode alone would not."""
-    pr = W.load_prereg()
+    pr = load_prereg()
     ctx = W.make_context(tmp_path, judge_prereg=_literal_embargo(monkeypatch, pr))
     assert W.check(W.MODE_BY_NAME["row_embargoed_sha_full"], ctx).status == W.CAUGHT
 

@@ -13,12 +13,13 @@ from jax.flatten_util import ravel_pytree
 from scipy import stats
 
 from accelerators import zero_cost as zc
-from igla_jax.interfaces import RandomSampler
-from igla_jax.models import ModelConfig, init_params
-from igla_jax.prereg import load_prereg
-from igla_jax.race import Prune, Race, RaceConfig, Score, Scored, Start, Train
-from igla_jax.search_space import SearchSpace, sample
-from igla_jax.verdict import Verdict
+from accelerators import zero_cost_proxies as zp
+from igla_jax.evidence.prereg import load_prereg
+from igla_jax.evidence.verdict import Verdict
+from igla_jax.search.interfaces import RandomSampler
+from igla_jax.search.race import Prune, Race, RaceConfig, Score, Scored, Start, Train
+from igla_jax.search.search_space import SearchSpace, sample
+from igla_jax.training.models import ModelConfig, init_params, logits_fn
 
 TINY = dict(width=16, depth=1, context=8, head_dim=8)
 PREREG = load_prereg()
@@ -33,17 +34,17 @@ def tiny(family: str = "attn", **kw) -> ModelConfig:
 def test_proxy_gradients_match_finite_differences(family):
     """The jax.grad both proxies use agrees with central differences (float64, scoped)."""
     cfg = tiny(family)
-    x, y = zc.minibatch(0, batch=2, context=cfg.context)
+    x, y = zp.minibatch(0, batch=2, context=cfg.context)
     with jax.enable_x64(True):
-        signed = jax.tree_util.tree_map(lambda v: v.astype(jnp.float64), zc.proxy_init(cfg, jax.random.PRNGKey(0)))
+        signed = jax.tree_util.tree_map(lambda v: v.astype(jnp.float64), zp.proxy_init(cfg, jax.random.PRNGKey(0)))
         p64 = jax.tree_util.tree_map(jnp.abs, signed)
         flat, unravel = ravel_pytree(p64)
         # synflow's R is ~1e3-1e4 here: compare relative to its scale
-        scale = float(zc.synflow_objective(cfg, p64))
-        syn = jax.jit(lambda f: zc.synflow_objective(cfg, unravel(f)) / scale)
+        scale = float(zp.synflow_objective(cfg, p64))
+        syn = jax.jit(lambda f: zp.synflow_objective(cfg, unravel(f)) / scale)
         chex.assert_numerical_grads(syn, (flat,), order=1, atol=1e-7, rtol=1e-5, modes=["rev"], eps=1e-4)
         # token_bits computes the cross-entropy in float32 even under x64: a float32 tolerance
-        ce = jax.jit(lambda f: zc.grad_norm_objective(cfg, unravel(f), x, y))
+        ce = jax.jit(lambda f: zp.grad_norm_objective(cfg, unravel(f), x, y))
         chex.assert_numerical_grads(ce, (ravel_pytree(signed)[0],), order=1, atol=1e-7, rtol=3e-3, modes=["rev"],
                                     eps=1e-3)
     assert not jax.config.x64_enabled
@@ -51,20 +52,20 @@ def test_proxy_gradients_match_finite_differences(family):
 
 def test_scores_deterministic_vmapped_and_x64_scoped():
     cfg = tiny()
-    a = zc.score_models([cfg, cfg], [0, 1], batch=2)
+    a = zp.score_models([cfg, cfg], [0, 1], batch=2)
     assert not jax.config.x64_enabled and jnp.ones(1).dtype == jnp.float32, "x64 left enabled by synflow"
-    b = zc.score_models([cfg, cfg], [0, 1], batch=2)
+    b = zp.score_models([cfg, cfg], [0, 1], batch=2)
     for k in ("synflow", "grad_norm", "params"):
         np.testing.assert_array_equal(a[k], b[k], err_msg=f"{k} not deterministic for a seed")
     assert np.all(np.isfinite(a["synflow"])) and np.all(a["synflow"] > 0) and np.all(a["grad_norm"] > 0)
     assert a["synflow"][0] != a["synflow"][1], "different init seeds must give different synflow"
     # the vmapped pair equals each config scored alone (grad_norm: the batch is the seed's first)
-    one = zc.score_models([cfg], [1], batch=2)
+    one = zp.score_models([cfg], [1], batch=2)
     np.testing.assert_allclose(one["synflow"][0], a["synflow"][1], rtol=1e-9)
     np.testing.assert_allclose(one["grad_norm"][0], a["grad_norm"][1], rtol=1e-5)
     assert a["params"][0] == zc.non_embedding_params(cfg)
     # dropout is invisible to the proxies (evaluation mode)
-    drop = zc.score_models([dataclasses.replace(cfg, dropout=0.2)], [1], batch=2)
+    drop = zp.score_models([dataclasses.replace(cfg, dropout=0.2)], [1], batch=2)
     np.testing.assert_array_equal(drop["synflow"], one["synflow"])
 
 
@@ -74,17 +75,17 @@ def test_literal_proxies_are_degenerate_which_is_why_the_proxy_init_exists():
     mup_params, _ = init_params(cfg, jax.random.PRNGKey(0))
     with jax.enable_x64(True):
         p64 = jax.tree_util.tree_map(lambda v: jnp.abs(v.astype(jnp.float64)), mup_params)
-        g = jax.grad(lambda p: zc.synflow_objective(cfg, p))(p64)
-        literal = sum(float(jnp.sum(jnp.abs(t * d))) for t, d in zip(zc._matrix_leaves(p64), zc._matrix_leaves(g)))
+        g = jax.grad(lambda p: zp.synflow_objective(cfg, p))(p64)
+        literal = sum(float(jnp.sum(jnp.abs(t * d))) for t, d in zip(zp._matrix_leaves(p64), zp._matrix_leaves(g)))
         proxy = jax.tree_util.tree_map(lambda v: jnp.abs(v.astype(jnp.float64)),
-                                       zc.proxy_init(cfg, jax.random.PRNGKey(0)))
-        with_norm = float(jnp.sum(zc.logits_fn(cfg, zc._ones_after_embedding(cfg, proxy),
+                                       zp.proxy_init(cfg, jax.random.PRNGKey(0)))
+        with_norm = float(jnp.sum(logits_fn(cfg, zp._ones_after_embedding(cfg, proxy),
                                                jnp.zeros((1, cfg.context), jnp.int32))))
     assert literal == 0.0
     assert with_norm == 0.0
-    assert zc.score_models([cfg], [0], batch=2)["synflow"][0] > 0.0
+    assert zp.score_models([cfg], [0], batch=2)["synflow"][0] > 0.0
     # the swap is undone: the model's LayerNorm is back
-    from igla_jax.models import layers
+    from igla_jax.training.models import layers
     assert float(jnp.abs(layers.layer_norm(jnp.ones((1, 4)))).max()) == 0.0
 
 
@@ -106,7 +107,7 @@ def test_falsify_proxy_bias():
     rows = _rows(bpb, biased * 1e6, biased, params)
     v = zc.proxy_verdict(rows, PREREG)
     assert v.enabled is False and v.statistic < 0 and v.threshold == PREREG.proxy_rho_min
-    rho = zc.goodness_rho(zc.mean_rank(biased * 1e6, biased), bpb)
+    rho = zc.goodness_rho(zp.mean_rank(biased * 1e6, biased), bpb)
     assert rho < 0 and abs(rho) >= PREREG.proxy_rho_min, "the fold must fool a |rho| rule, else it tests nothing"
     good = -bpb + rng.normal(0, 0.05, n)
     rows = _rows(bpb, np.exp(good), good + rng.normal(0, 0.05, n), params)
@@ -154,7 +155,7 @@ def test_falsify_proxy_decision_is_a_test_at_alpha_per_arm():
     assert zc.goodness_rho(good, bpb) >= floor + 0.2, "the point rho must pass the old point rule"
     proxy, v = zc.choose_proxy(_rows(bpb, np.exp(good), good, params), PREREG)
     assert proxy is None and not v.enabled and v.statistic < floor
-    assert v.statistic == zc.rho_lower_bound(zc.mean_rank(np.exp(good), good), bpb, alpha=PREREG.alpha_per_arm)
+    assert v.statistic == zc.rho_lower_bound(zp.mean_rank(np.exp(good), good), bpb, alpha=PREREG.alpha_per_arm)
     assert "alpha / 7 = 0.01 / 7 = 0.00143" in v.reason and "one-sided 0.99857" in v.reason
     assert f"lower bound {v.statistic:.3f}" in v.reason
     # the same data pass at the uncorrected one-sided 0.95: the per-arm level is what rejects them

@@ -1,0 +1,213 @@
+"""Training loops: one trial to a step (from a checkpoint, with divergence and honest BPB), or a
+population of same-shape trials as one vmapped program. The step itself is `igla_jax.training.step`."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from igla_jax.training import checkpoint as ckpt
+from igla_jax.training.data import splits
+from igla_jax.training.models import ConfigError, ModelConfig, count_params
+from igla_jax.training.step import (TrainConfig, TrainState, _summarise, init_state, population_chunk, train_chunk,
+                                    validation_bpb)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialResult:
+    val_bpb: float
+    status: str                  # "ok" or "diverged"
+    step: int
+    params: int
+    tokens_per_s: float
+    wall_s: float
+    train_bits: float = float("nan")   # mean training cross-entropy over the last chunk, bits
+    test_bpb: float | None = None      # test-half BPB, measured only when asked (victory runs)
+    train_curve: tuple[float, ...] = ()  # mean training bits of every chunk of CHUNK steps this call trained
+    # V7 only: candidate tokens scored by forward passes in this call (never trained on), and the
+    # fractions of candidates / of trained sequences below the running quantile since step 0
+    candidate_tokens: int = 0
+    learned_candidates: float = float("nan")
+    learned_trained: float = float("nan")
+
+
+ProgressFn = Callable[[int, int, float], None]   # (step, to_step, train_bits)
+
+
+def train_state_to(state: TrainState, train_cfg: TrainConfig, to_step: int,
+                   progress: ProgressFn | None = None,
+                   curve: list[float] | None = None) -> tuple[TrainState, str, float]:
+    """Advance one state to `to_step`; returns (state, status, last train bits).
+
+    curve, when given, receives the mean training bits of every chunk trained (the learning curve).
+    """
+    train_N = jnp.asarray(splits()[0])
+    end = jnp.asarray(to_step, jnp.int32)
+    bits = float("nan")
+    while int(state.step) < to_step:
+        state, trace = train_chunk(state, train_N, end, batch=train_cfg.batch)
+        finite, bits = _summarise(np.asarray(trace))
+        if curve is not None:
+            curve.append(bits)
+        if not finite:
+            return state, "diverged", bits
+        if progress is not None:
+            progress(int(state.step), to_step, bits)
+    return state, "ok", bits
+
+
+def run_trial(model_cfg: ModelConfig, train_cfg: TrainConfig, *, to_step: int,
+              from_checkpoint: str | Path | None = None, save_checkpoint: str | Path | None = None,
+              progress: ProgressFn | None = None, eval_test: bool = False) -> TrialResult:
+    """Train from the checkpoint's step (or 0) to `to_step`, then measure validation BPB there.
+
+    eval_test also measures the test half (for victory runs only: nothing that selects asks).
+    A NaN or inf training loss ends the trial with status "diverged" (val_bpb NaN); it never raises.
+    """
+    if to_step < 1:
+        raise ConfigError(f"to_step={to_step!r}: must be >= 1")
+    state = init_state(model_cfg, train_cfg)
+    if from_checkpoint is not None:
+        state = ckpt.restore(from_checkpoint, state, model_cfg, train_cfg)
+    start = int(state.step)
+    if start > to_step:
+        raise ConfigError(f"checkpoint {from_checkpoint} is at step {start}, past to_step={to_step}")
+    t0 = time.perf_counter()
+    curve: list[float] = []
+    state, status, bits = train_state_to(state, train_cfg, to_step, progress, curve)
+    tc_curve = tuple(round(float(b), 6) for b in curve)
+    jax.block_until_ready(state.params)
+    wall = time.perf_counter() - t0
+    tokens = (int(state.step) - start) * train_cfg.batch * model_cfg.context
+    n = count_params(state.params)
+    v7 = curriculum_fields(state, int(state.step) - start, train_cfg.batch)
+    if status == "diverged":
+        return TrialResult(float("nan"), "diverged", int(state.step), n, tokens / max(wall, 1e-9), wall, bits,
+                           train_curve=tc_curve, **v7)
+    bpb = validation_bpb(state)
+    test = validation_bpb(state, "test") if eval_test else None
+    if save_checkpoint is not None:
+        ckpt.save(save_checkpoint, state, model_cfg, train_cfg)
+    return TrialResult(bpb, "ok", int(state.step), n, tokens / max(wall, 1e-9), wall, bits, test, tc_curve, **v7)
+
+
+def curriculum_fields(state: TrainState, steps: int, batch: int) -> dict[str, Any]:
+    """TrialResult's V7 fields for a state that trained `steps` steps in this call ({} without a curriculum)."""
+    cur = state.curriculum
+    if cur is None:
+        return {}
+    seen = max(int(cur.seen), 1)
+    n_cand = cur.spec.factor * batch
+    return {"candidate_tokens": steps * n_cand * state.cfg.context,
+            "learned_candidates": int(cur.below_cand) / (seen * n_cand),
+            "learned_trained": int(cur.below_kept) / (seen * batch)}
+
+
+def stack_states(states: list[TrainState]) -> TrainState:
+    """Stacks same-shape states along a new leading trial axis."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
+
+
+def unstack_state(pop: TrainState, i: int) -> TrainState:
+    return jax.tree_util.tree_map(lambda x: x[i], pop)
+
+
+def run_population(model_cfg: ModelConfig | Sequence[ModelConfig], train_cfgs: list[TrainConfig], *, to_step: int,
+                   from_checkpoints: list[str | Path | None] | None = None,
+                   save_checkpoints: list[str | Path | None] | None = None,
+                   progress: ProgressFn | None = None,
+                   eval_tests: list[bool] | None = None) -> list[TrialResult]:
+    """Trains same-shape trials (differing in lr, betas, wd, warmup, horizon, seed, dropout or the
+    jepa EMA beta; all with the same curriculum setting) as one vmapped program.
+
+    model_cfg: one config for all, or one per trial whose `shape()` agree (dropout and ema_beta
+    are traced). Each trial sees exactly the batches and updates it would see alone; a trial that
+    diverges is reported "diverged" while the others go on (its NaNs stay in its own slice).
+    """
+    n = len(train_cfgs)
+    if n == 0:
+        return []
+    mcs = [model_cfg] * n if isinstance(model_cfg, ModelConfig) else list(model_cfg)
+    if len(mcs) != n:
+        raise ConfigError(f"run_population: {len(mcs)} model configs for {n} train configs")
+    if len({m.shape() for m in mcs}) != 1:
+        raise ConfigError("run_population: trials differ in model shape "
+                          f"{sorted({str(m.shape()) for m in mcs})}; only dropout and ema_beta may differ")
+    model_cfg = mcs[0]
+    batches = {tc.batch for tc in train_cfgs}
+    if len(batches) != 1:
+        raise ConfigError(f"run_population: trials differ in batch size {sorted(batches)}; shapes must match")
+    batch = batches.pop()
+    if len({tc.curriculum for tc in train_cfgs}) != 1:
+        raise ConfigError("run_population: trials differ in the curriculum setting; it is static (one program each)")
+    from_checkpoints = from_checkpoints or [None] * n
+    save_checkpoints = save_checkpoints or [None] * n
+    states = []
+    for mc, tc, src in zip(mcs, train_cfgs, from_checkpoints):
+        st = init_state(mc, tc)
+        states.append(ckpt.restore(src, st, mc, tc) if src is not None else st)
+    starts = [int(s.step) for s in states]
+    if max(starts) > to_step:
+        raise ConfigError(f"run_population: a checkpoint is past to_step={to_step} (steps {starts})")
+    pop = stack_states(states)
+    train_N = jnp.asarray(splits()[0])
+    end = jnp.asarray(to_step, jnp.int32)
+    alive = np.ones(n, bool)
+    t0 = time.perf_counter()
+    bits = np.full(n, np.nan)
+    curves: list[list[float]] = [[] for _ in range(n)]
+    while int(jnp.min(pop.step)) < to_step:
+        pop, trace = population_chunk(pop, train_N, end, batch)
+        tr = np.asarray(trace)
+        for i in range(n):
+            if alive[i] and (tr[i][..., 2] > 0).any():
+                finite, bits[i] = _summarise(tr[i])
+                curves[i].append(round(float(bits[i]), 6))
+                alive[i] = finite
+        if progress is not None:
+            progress(int(jnp.min(pop.step)), to_step, float(np.nanmean(bits)))
+        if not alive.any():
+            break
+    jax.block_until_ready(pop.params)
+    wall = time.perf_counter() - t0
+    results = []
+    for i, tc in enumerate(train_cfgs):
+        st = unstack_state(pop, i)
+        nparams = count_params(st.params)
+        tps = (to_step - starts[i]) * batch * model_cfg.context / max(wall, 1e-9) / n
+        v7 = curriculum_fields(st, int(st.step) - starts[i], batch)
+        if not alive[i]:
+            results.append(TrialResult(float("nan"), "diverged", int(st.step), nparams, tps, wall, float(bits[i]),
+                                       train_curve=tuple(curves[i]), **v7))
+            continue
+        if save_checkpoints[i] is not None:
+            ckpt.save(save_checkpoints[i], st, mcs[i], tc)
+        test = validation_bpb(st, "test") if eval_tests is not None and eval_tests[i] else None
+        results.append(TrialResult(validation_bpb(st), "ok", int(st.step), nparams, tps, wall, float(bits[i]), test,
+                                   tuple(curves[i]), **v7))
+    return results
+
+
+def population_pays(model_cfg: ModelConfig, n_trials: int, *, backend: str | None = None) -> bool:
+    """Whether to train n same-shape trials as one vmapped population rather than one by one.
+
+    Documented rule (measured by `python -m experiments.bench_throughput`): on an accelerator a
+    population of >= 2 pays (REFERENCE.md section 8: 64 vmapped trials at 7.7 M tokens/s on one
+    H100); on this 2-core CPU the vmapped program measured 1.0-1.1x of the scan-chunked one-by-one
+    loop at the muP proxy shape, inside noise, so the executor keeps to one by one there and a
+    population never makes the race slower. IGLA_POPULATION=always|never overrides the rule.
+    """
+    forced = os.environ.get("IGLA_POPULATION", "auto")
+    if forced not in ("auto", "always", "never"):
+        raise ConfigError(f"IGLA_POPULATION={forced!r}: choose auto, always or never")
+    if n_trials < 2 or forced == "never":
+        return False
+    if forced == "always":
+        return True
+    return (backend or jax.default_backend()) != "cpu"
