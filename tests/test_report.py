@@ -93,3 +93,13 @@ def test_a_stopped_race_reports_the_ledger_so_far(smoke, tmp_path):
     (part / "race.json").write_text((out / "race.json").read_text())
     png, page = render(part)
     assert png.exists() and "has not finished" in page.read_text()
+
+
+def test_a_summary_without_a_champion_and_with_non_finite_times_is_valid_json(tmp_path):
+    from igla_jax.execution.run_report import headline, summary_record, write_summary
+    from igla_jax.search.race_types import Counters, RaceSummary
+    s = RaceSummary("finished", "budget", None, None, None, None, (), None, Counters(cost_s=math.inf), (), (), (),
+                    None, math.nan, 100.0, math.inf)
+    rec = json.loads(write_summary(tmp_path, summary_record(s, run_id="r", preset="quick")).read_text())
+    assert rec["counters"]["cost_s"] is None and rec["elapsed_s"] is None and rec["reserve_s"] is None
+    assert headline(rec)[1:] == ["race time 0 s of a 100 s budget", "no champion"]

@@ -44,17 +44,17 @@ def summary_record(summary: Any, *, run_id: str, preset: str, victory: Any = Non
         "champion_bpb": _num(summary.champion_bpb), "champion_step": summary.champion_step,
         "champion_rung": summary.champion_rung,
         "seed_runs": [{"kind": s.kind, "seed": s.seed, "step": s.step, "bpb": _num(s.bpb),
-                       "test_bpb": _num(s.test_bpb), "status": s.status, "cost_s": s.cost_s}
+                       "test_bpb": _num(s.test_bpb), "status": s.status, "cost_s": _num(s.cost_s)}
                       for s in summary.seed_runs],
         "reproduced": summary.reproduced,
-        "counters": dataclasses.asdict(summary.counters),
+        "counters": {k: (_num(v) if isinstance(v, float) else v) for k, v in dataclasses.asdict(summary.counters).items()},
         "occupancy": list(summary.occupancy),
         "verdicts": {name: {"enabled": v.enabled, "statistic": _num(v.statistic), "threshold": _num(v.threshold),
                             "reason": v.reason} for name, v in verdicts},
         "victory": None if victory is None else {"accepted": bool(victory.accepted), "mean_test_bpb": _num(victory.mean),
                                                  "p_value": _num(victory.p_value), "reasons": list(victory.reasons)},
-        "elapsed_s": summary.elapsed_s, "budget_s": summary.budget_s, "reserve_s": summary.reserve_s,
-        "wall_s": wall_s,
+        "elapsed_s": _num(summary.elapsed_s), "budget_s": _num(summary.budget_s),
+        "reserve_s": _num(summary.reserve_s), "wall_s": _num(wall_s),   # JSON has no inf or nan: null
     }
 
 
@@ -141,9 +141,9 @@ def headline(summary: Mapping[str, Any] | None) -> list[str]:
     out = [f"{summary['preset']} race {summary['run_id']}: {summary['phase']}"
            + (f" (stopped by {by})" if by and by != "complete" else "")]
     if summary.get("budget_s"):
-        out.append(f"race time {summary['elapsed_s']:.0f} s of a {summary['budget_s']:.0f} s budget")
+        out.append(f"race time {summary['elapsed_s'] or 0:.0f} s of a {summary['budget_s']:.0f} s budget")
     else:
-        out.append(f"race time {summary['elapsed_s']:.0f} s")
+        out.append(f"race time {summary['elapsed_s'] or 0:.0f} s")
     if summary.get("champion"):
         c = summary["champion_config"]
         rung = summary.get("champion_rung")
