@@ -19,6 +19,7 @@ from igla_jax.execution.replay import synthetic_table
 from igla_jax.search import anytime
 from igla_jax.search.race import (Confirm, ConfirmDone, Finish, Race, RaceConfig, Reproduce, ReproduceDone, RungDone,
                                   Start, Train)
+from tests.test_race_cli import Result   # the fake trainers' result type
 
 PR = load_prereg()
 V = CodeVersion("0" * 40, False)
@@ -159,17 +160,6 @@ def test_replay_finds_the_only_good_config_drawn_after_trial_81():
 
 
 # ---------------------------------------------------------------- live: a fake trainer on a fake clock
-@dataclasses.dataclass(frozen=True)
-class Result:
-    val_bpb: float
-    status: str
-    step: int
-    params: int
-    tokens_per_s: float
-    wall_s: float
-    test_bpb: float | None = None
-
-
 class ClockTrainer:
     """run_trial contract with a simulated wall clock: each call advances `clock` by its cost (1 s + 0.01 s a step)."""
 

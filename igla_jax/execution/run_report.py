@@ -18,6 +18,9 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from igla_jax.evidence.ledger import read_ledger
+from igla_jax.evidence.ledger_row import LedgerError
+
 SUMMARY = "summary.json"
 PNG = "report.png"
 HTML = "report.html"
@@ -68,7 +71,8 @@ def write_summary(out: str | os.PathLike, record: Mapping[str, Any]) -> Path:
 
 
 def _read_rows(run_dir: Path) -> tuple[list[dict[str, Any]], str | None]:
-    """This run's ledger rows (the run id race.json names; all rows when it names none)."""
+    """This run's ledger rows (the run id race.json names; all rows when it names none), read and checked by
+    the ledger's own reader (a crash's torn last line is skipped)."""
     led = run_dir / "ledger.jsonl"
     if not led.exists():
         raise ReportError(f"{run_dir}: no ledger.jsonl here; give the --out folder of a race")
@@ -76,12 +80,10 @@ def _read_rows(run_dir: Path) -> tuple[list[dict[str, Any]], str | None]:
     spec = run_dir / "race.json"
     if spec.exists():
         run_id = json.loads(spec.read_text()).get("run_id")
-    rows = []
-    for i, line in enumerate(led.read_text().split("\n")[:-1], 1):   # a torn last line (no newline) is ignored
-        try:
-            rows.append(json.loads(line))
-        except ValueError as e:
-            raise ReportError(f"{led}: line {i} is not valid JSON ({e})") from None
+    try:
+        rows = list(read_ledger(led).rows)
+    except LedgerError as e:
+        raise ReportError(str(e)) from None
     if run_id is not None:
         rows = [r for r in rows if r.get("run_id") == run_id]
     if not rows:
