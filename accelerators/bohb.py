@@ -26,7 +26,8 @@ The harness and the V3 study use none (a replay warm-started from the table it r
 know the answers); the live race uses none by default.
 
 Falsifier (seed mode 3, `bohb_verdict`): on replays, ASHA+V3's regret at the pre-registered time
-T (`bohb_regret_at` x plain ASHA's median simulated race length) must be lower than plain ASHA's,
+T must be lower than plain ASHA's (T = `bohb_regret_at_budget` x the table's harness budget, the
+races anytime and sized by it, prereg v10; before v10 `bohb_regret_at` x the 81-trial race's median length),
 one-sided Wilcoxon signed-rank paired by repeat at alpha / bonferroni_n; otherwise V3 is disabled
 and sampling falls back to the base sampler (uniform). A live race reads the verdict from
 assertions/v3_verdict.json, written by `python -m experiments.v3_study` for the committed table.

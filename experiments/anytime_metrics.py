@@ -10,6 +10,11 @@ paired one-sided sign test of the anytime regret against --reference at alpha / 
 v8): configs the table's truth file (`igla_jax.curves.truth`) holds on both extra seeds take the mean of
 those; the rest the table's mean over its seeds; the summary says how many configs each.
 --table-truth uses the table alone (the truth before issue 21).
+
+--fewer METHOD@W=N gives a slow method N repeats at W workers (0: not run there); the sign test pairs
+repeats 0..n-1 that both methods ran. --jobs N replays in N processes (the same trajectories).
+Progress goes to stderr, one line per finished (method, workers); every row carries its replay wall
+seconds per repeat. The JSON records the sha256 of the verdict files the methods read.
 """
 from __future__ import annotations
 
@@ -50,8 +55,10 @@ def regret_area(traj: H.Trajectory, truth: H.Truth, budget: float, cap: float) -
 
 
 def summarise(trajs: Mapping[tuple[str, int], Sequence[H.Trajectory]], truth: H.Truth, budget: float,
-              prereg: Prereg, oracle: float, reference: str | None) -> list[dict[str, Any]]:
-    """One row per (method, workers), with the sign test of its regret area against `reference` at the same workers."""
+              prereg: Prereg, oracle: float, reference: str | None,
+              wall_s: Mapping[tuple[str, int], Sequence[float]] | None = None) -> list[dict[str, Any]]:
+    """One row per (method, workers), with the sign test of its regret area against `reference` at the same workers
+    (paired over the repeats both ran: 0..n-1)."""
     cap, alpha = prereg.harness_regret_cap, prereg.alpha_per_arm
     areas = {k: np.array([regret_area(t, truth, budget, cap) for t in v]) for k, v in trajs.items()}
     rows = []
@@ -63,6 +70,8 @@ def summarise(trajs: Mapping[tuple[str, int], Sequence[H.Trajectory]], truth: H.
                                                   "mean": float(np.mean(areas[(m, w)])),
                                                   "mean_before_first_completion": float(np.mean(before))},
                                "first_completion_s": {"median": float(np.median(first))}}
+        if wall_s is not None and wall_s.get((m, w)):
+            row["replay_wall_s"] = {"mean": float(np.mean(wall_s[(m, w)])), "max": float(np.max(wall_s[(m, w)]))}
         for tol in TOLS:
             ts = np.array([H.time_to_tol(t, truth, tol, budget) for t in v])
             med = float(np.median(ts))
@@ -70,23 +79,73 @@ def summarise(trajs: Mapping[tuple[str, int], Sequence[H.Trajectory]], truth: H.
                                    "oracle_multiple": _fmt(med / oracle)}
         ref = (reference, w)
         if reference is not None and ref in areas and m != reference:
-            st = H.sign_test(areas[(m, w)], areas[ref])   # a win: a lower regret area in the paired repeat
+            n = min(len(areas[(m, w)]), len(areas[ref]))
+            st = H.sign_test(areas[(m, w)][:n], areas[ref][:n])   # a win: a lower regret area in the paired repeat
             row["vs_reference"] = {"reference": reference, "sign_test": st, "level": alpha,
                                    "lower_regret": bool(st["p"] < alpha)}
         rows.append(row)
     return rows
 
 
+def parse_fewer(specs: Sequence[str], methods: Sequence[str], workers: Sequence[int]) -> dict[tuple[str, int], int]:
+    """METHOD@W=N specs -> {(method, w): n}; each names a method and a worker count of this run."""
+    out: dict[tuple[str, int], int] = {}
+    for spec in specs:
+        try:
+            mw, n = spec.split("=")
+            m, w = mw.rsplit("@", 1)
+            key, val = (m, int(w)), int(n)
+        except ValueError:
+            raise ValueError(f"{spec!r} is not METHOD@W=N (e.g. dehb@16=5)") from None
+        if m not in methods or key[1] not in workers or val < 0:
+            raise ValueError(f"{spec!r}: {m!r} must be one of --methods, {key[1]} one of --workers, {val} >= 0")
+        out[key] = val
+    return out
+
+
+def run_all(table: ReplayTable, methods: Sequence[str], reps: Mapping[int, int], fewer: Mapping[tuple[str, int], int],
+            budget: float, *, jobs: int = 1) -> tuple[dict, dict]:
+    """Every method's trajectories and replay wall seconds; methods with the same repeats run together."""
+    groups: dict[tuple[tuple[int, int], ...], list[str]] = {}
+    for m in methods:
+        r = tuple((w, fewer.get((m, w), n)) for w, n in reps.items() if fewer.get((m, w), n) > 0)
+        groups.setdefault(r, []).append(m)
+
+    def progress(m: str, w: int, wall: list[float]) -> None:
+        print(f"  {m} @ {w} worker(s): {len(wall)} repeats, {sum(wall):.1f} s", file=sys.stderr, flush=True)
+
+    trajs: dict = {}
+    walls: dict = {}
+    for r, ms in groups.items():
+        if not r:
+            continue
+        run = H.run_methods(table, ms, dict(r), budget, jobs=jobs, progress=progress)
+        for m, why in run.skipped.items():
+            print(f"warning: {m} skipped: {why}", file=sys.stderr)
+        trajs.update(run.trajs)
+        walls.update(run.wall_s)
+    return trajs, walls
+
+
+def verdict_hashes() -> dict[str, str | None]:
+    """sha256 of each verdict file in assertions/ (None: missing): what race_default and the studies read."""
+    from igla_jax.execution.run_dir import file_sha256
+    names = ("assertions/v3_verdict.json", "assertions/v4_verdict.json", "assertions/v6_verdict.json",
+             "assertions/v7_verdict.json", "assertions/zero_cost_study.csv", "assertions/mup_transfer.json",
+             "coord_check/plots/coord_check_mup.json")
+    return {n: (file_sha256(repo_root() / n) if (repo_root() / n).exists() else None) for n in names}
+
+
 def table_lines(rows: Sequence[Mapping[str, Any]], oracle: float) -> list[str]:
     def s(x: Any) -> str:
         return "never" if x == "inf" else f"{x:.0f}"
-    head = (f"{'method':<16}{'w':>3}{'reps':>5}{'regret':>9}{'pre-1st':>9}{'1st s':>7}"
+    head = (f"{'method':<20}{'w':>3}{'reps':>5}{'regret':>9}{'pre-1st':>9}{'1st s':>7}"
             + "".join(f"{'t<=' + format(t, 'g'):>10}{'never':>7}" for t in TOLS) + f"{'x oracle':>10}{'p vs ref':>10}")
     out = [f"oracle time {oracle:.1f} simulated s (regret: mean anytime regret; pre-1st: its part before the first "
            "top-rung completion; 1st s, t<=: median simulated s; x oracle at tolerance 0.02)", head, "-" * len(head)]
     for r in rows:
         ar = r["anytime_regret"]
-        line = (f"{r['method']:<16}{r['workers']:>3}{r['repeats']:>5}{ar['mean']:>9.4f}"
+        line = (f"{r['method']:<20}{r['workers']:>3}{r['repeats']:>5}{ar['mean']:>9.4f}"
                 f"{ar['mean_before_first_completion']:>9.4f}{r['first_completion_s']['median']:>7.0f}")
         for t in TOLS:
             x = r[f"tol_{t:g}"]
@@ -113,12 +172,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=100)
     ap.add_argument("--repeats-multi", type=int, default=20)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16])
-    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--fewer", nargs="+", default=[], metavar="METHOD@W=N",
+                    help="a slow method's repeats at W workers (N = 0: not run at W), e.g. synetune_asha_cqr@16=0")
+    ap.add_argument("--jobs", type=int, default=1, help="processes replaying in parallel (the same results)")
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     a = ap.parse_args(argv)
+    try:
+        fewer = parse_fewer(a.fewer, a.methods, a.workers)
+    except ValueError as e:
+        print(f"error: --fewer: {e}", file=sys.stderr)
+        return 2
     from igla_jax.execution.replay import load_table
     import experiments.harness.replay_methods  # noqa: F401  (registers ours and the baselines)
     import experiments.harness.replay_methods_v4  # noqa: F401
+    import experiments.harness.replay_default  # noqa: F401  (race_default)
     if a.peers:
         note = H.load_peers()
         if note:
@@ -141,16 +208,17 @@ def main(argv: list[str] | None = None) -> int:
     tr = H.table_truth(table, extra)
     budget = H.budget_s(table, tr)
     reps = {w: a.repeats if w == 1 else a.repeats_multi for w in a.workers}
-    run = H.run_methods(table, a.methods, reps, budget, jobs=a.jobs)
+    trajs, walls = run_all(table, a.methods, reps, fewer, budget, jobs=a.jobs)
     oracle = oracle_s(table, tr)
-    rows = summarise(run.trajs, tr, budget, pr, oracle, a.reference if a.reference in a.methods else None)
+    rows = summarise(trajs, tr, budget, pr, oracle, a.reference if a.reference in a.methods else None, walls)
     print(f"{table.name}: budget {budget:.1f} simulated s; {note}; best true BPB {tr.best:.4f}")
     for line in table_lines(rows, oracle):
         print(line)
     if a.out is not None:
         a.out.write_text(json.dumps({"command": "python -m experiments.anytime_metrics " + " ".join(argv or sys.argv[1:]),
                                      "table": table.name, "table_sha256": table.sha256, "budget_s": budget,
-                                     "oracle_s": oracle, "truth": note, "prereg_version": pr.version, "rows": rows},
+                                     "oracle_s": oracle, "truth": note, "prereg_version": pr.version,
+                                     "verdict_files": verdict_hashes(), "rows": rows},
                                     indent=1) + "\n")
     return 0
 

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from experiments.harness import replay_methods  # noqa: F401  (registers ours and the baselines)
     try:
         from experiments.harness import replay_methods_v4  # noqa: F401  (V4: needs xgboost)
+        from experiments.harness import replay_default  # noqa: F401  (race_default: the verdicts' race)
     except ImportError as e:
         print(f"note: asha+v4 not registered ({e})", file=sys.stderr)
     from igla_jax.curves.table import CurveError, manifest_path, read_manifest

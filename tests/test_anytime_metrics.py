@@ -82,5 +82,24 @@ def test_the_cli_loads_the_peers_and_writes_its_rows(tmp_path, capsys):
     assert set(rows) == {"asha", "synetune_asha"} and rows["asha"]["repeats"] == 2
     assert rows["asha"]["vs_reference"]["reference"] == "synetune_asha" and "vs_reference" not in rows["synetune_asha"]
     assert 0.0 <= rows["asha"]["anytime_regret"]["mean"] <= PR.harness_regret_cap
+    assert rows["asha"]["replay_wall_s"]["mean"] > 0 and set(d["verdict_files"]) >= {"assertions/v3_verdict.json"}
+    assert "synetune_asha @ 1 worker(s): 2 repeats" in capsys.readouterr().err
     assert anytime_metrics.main(["--methods", "no_such_method"]) == 2
     assert "unknown method" in capsys.readouterr().err
+
+
+def test_fewer_repeats_for_a_slow_method_pair_the_repeats_both_ran(tmp_path, capsys):
+    from experiments import anytime_metrics
+    out = tmp_path / "m.json"
+    assert anytime_metrics.main(["--methods", "asha", "asha_capped", "random_full", "--repeats", "3",
+                                 "--repeats-multi", "2", "--workers", "1", "2", "--fewer", "asha_capped@1=1",
+                                 "random_full@2=0", "--out", str(out)]) == 0
+    import json
+    rows = {(r["method"], r["workers"]): r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {("asha", 1), ("asha", 2), ("asha_capped", 1), ("asha_capped", 2), ("random_full", 1)}
+    assert rows[("asha_capped", 1)]["repeats"] == 1 and rows[("asha", 1)]["repeats"] == 3
+    st = rows[("asha_capped", 1)]["vs_reference"]["sign_test"]
+    assert st["wins"] + st["losses"] + st["ties"] == 1
+    for bad in (["--fewer", "asha"], ["--fewer", "nope@1=2"], ["--fewer", "asha@3=1"], ["--fewer", "asha@1=-1"]):
+        assert anytime_metrics.main(["--methods", "asha", "--workers", "1", *bad]) == 2
+        assert "error: --fewer" in capsys.readouterr().err

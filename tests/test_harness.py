@@ -267,3 +267,22 @@ def test_parallel_jobs_skip_a_missing_peer_like_the_serial_run(monkeypatch):
     for jobs in (1, 2):
         run = H.run_methods(tab, ["asha", "ghost"], {1: 12}, budget, jobs=jobs)
         assert "ghost" in run.skipped and ("ghost", 1) not in run.trajs and len(run.trajs[("asha", 1)]) == 12
+
+
+def test_race_default_is_the_race_its_verdicts_give(monkeypatch):
+    """With V3 and V6 judged off, race_default is asha+v5; a verdict that enables V6 adds UCB1 to it."""
+    import experiments.harness.replay_default as RD
+    from accelerators import bohb, ucb
+    from igla_jax.evidence.verdict import Verdict
+    tab = v5_table(lambda u: 2.0 + 0.01 * u)
+    budget = 60.0
+    for mod, name in ((bohb, "load_v3_verdict"), (ucb, "load_v6_verdict")):
+        monkeypatch.setattr(mod, name, lambda pr, *a, **k: Verdict(False, 1.0, pr.alpha_per_arm, "test: off"))
+    for repeat in (0, 1):
+        assert RD.race_default(tab, repeat, 2, budget).completions == RM.asha_v5(tab, repeat, 2, budget).completions
+    monkeypatch.setattr(ucb, "load_v6_verdict", lambda pr, *a, **k: Verdict(True, 0.0, pr.alpha_per_arm, "test: on"))
+    assert RD.race_default(tab, 0, 2, budget).completions == RM.asha_v5_v6(tab, 0, 2, budget).completions
+    assert RM.asha_v5_v6(tab, 0, 2, budget).completions != RM.asha_v5(tab, 0, 2, budget).completions
+    monkeypatch.setattr(RD, "other_accelerators", lambda pr: {"v1": "enabled, but no replay adapter"})
+    with pytest.raises(H.HarnessError, match="race_default: .*v1.*a replay cannot"):
+        RD.race_default(tab, 0, 1, budget)

@@ -17,8 +17,9 @@ from igla_jax.execution.replay import ReplayBackend, synthetic_table
 from igla_jax.search.search_space import Config, sample
 
 PACKAGE = {"optuna_tpe_hyperband": "optuna", "hpbandster_bohb": "hpbandster", "smac_hyperband": "smac",
-           "smac_multifidelity": "smac", "synetune_asha": "syne_tune", "synetune_bohb": "syne_tune"}
-RESTARTS = {"hpbandster_bohb", "smac_hyperband", "smac_multifidelity"}   # plain Hyperband: each budget from scratch
+           "smac_multifidelity": "smac", "synetune_asha": "syne_tune", "synetune_bohb": "syne_tune",
+           "synetune_asha_cqr": "syne_tune", "synetune_asha_bore": "syne_tune", "dehb": "dehb"}
+RESTARTS = {"hpbandster_bohb", "smac_hyperband", "smac_multifidelity", "dehb"}   # plain Hyperband: each budget from scratch
 
 
 def quality(c: Config) -> float:
@@ -232,8 +233,8 @@ def test_hpbandster_with_exact_truncnorm_replays_the_same_trajectory(workers, re
     assert fast == run_hpbandster(TABLE, repeat, workers, budget, stock=True)
 
 
-@pytest.mark.parametrize("searcher", ["asha", "bohb"])
-@pytest.mark.parametrize("workers", [1, 4])
+@pytest.mark.parametrize("searcher, workers", [("asha", 1), ("asha", 4), ("bohb", 1), ("bohb", 4), ("cqr", 4),
+                                              ("bore", 4)])
 def test_synetune_sim_tuner_replays_the_stock_tuners_trajectory(searcher, workers):
     """No real sleep and a counting status change nothing Syne Tune decides."""
     tool("synetune_asha")

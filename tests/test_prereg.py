@@ -133,22 +133,23 @@ def test_amendments_are_versioned_dated_and_keep_v1_constants():
     # golden: pre-registration v7 (v5: V3, V4, V7 constants; v6: V6's round-robin baseline; v7: the anytime
     # race's reserve and V5's uncapped judging point); update only with a new dated amendment
     p = load_prereg()
-    assert p.version == 9 and p.date == "2026-12-06" and len(p.amendments) == 9
-    assert [a["version"] for a in p.amendments] == [1, 2, 3, 4, 5, 6, 7, 8, 9] and "selection" in p.amendments[1]["why"]
+    assert p.version == 10 and p.date == "2026-12-07" and len(p.amendments) == 10
+    assert [a["version"] for a in p.amendments] == list(range(1, 11)) and "selection" in p.amendments[1]["why"]
     assert p.harness_regret_cap == 1.0 and "anytime regret" in p.amendments[7]["what"]
     assert p.confirm_reserve_margin == 1.25 and "anytime" in p.amendments[6]["what"]
     assert "--plan-seed 1" in p.amendments[8]["what"] and "read once" in p.amendments[8]["what"]
+    assert p.bohb_regret_at_budget == 0.1 and "curves_tenth_plan1.jsonl" in p.amendments[9]["what"]
     assert (p.phi_explore_share, p.phi_judge_fraction, p.lr_transfer_max_shift, p.filter_score_pool,
             p.bootstrap_level) == (0.5, 0.55, 1, 10, 0.95)
     assert p.phi_top_fraction == 0.1 and p.surrogate_prune_fraction == 0.6  # v1 constants kept
 
 
 @pytest.mark.parametrize("mutate, field", [
-    (lambda d: d.update(version=10), "amendments"),
+    (lambda d: d.update(version=11), "amendments"),
     (lambda d: d.update(date="26/11/2026"), "date"),
     (lambda d: d["amendments"][1].update(why=""), "amendments[1].why"),
-    (lambda d: d["amendments"][1].update(version=10), "amendments[1].version"),
-    (lambda d: d["amendments"][-1].update(date="2026-12-07"), "date"),
+    (lambda d: d["amendments"][1].update(version=11), "amendments[1].version"),
+    (lambda d: d["amendments"][-1].update(date="2026-12-08"), "date"),
     (lambda d: d.pop("amendments"), "amendments"),
 ])
 def test_amendment_record_is_validated(tmp_path, mutate, field):

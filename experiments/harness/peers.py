@@ -291,6 +291,9 @@ _TOOLS: Mapping[str, tuple[str, str, str, dict[str, Any]]] = {
     "smac_multifidelity": ("experiments.harness.peers_smac", "run_smac", "smac", {"facade": "multifidelity"}),
     "synetune_asha": ("experiments.harness.peers_synetune", "run_synetune", "syne_tune", {"searcher": "asha"}),
     "synetune_bohb": ("experiments.harness.peers_synetune", "run_synetune", "syne_tune", {"searcher": "bohb"}),
+    "synetune_asha_cqr": ("experiments.harness.peers_synetune", "run_synetune", "syne_tune", {"searcher": "cqr"}),
+    "synetune_asha_bore": ("experiments.harness.peers_synetune", "run_synetune", "syne_tune", {"searcher": "bore"}),
+    "dehb": ("experiments.harness.peers_dehb", "run_dehb", "dehb", {}),
 }
 
 
@@ -301,7 +304,8 @@ def _method(name: str) -> Callable[[ReplayTable, int, int, float], Trajectory]:
         try:
             importlib.import_module(package)
         except ImportError as e:
-            raise PeerUnavailable(f"method {name!r} needs the package {package!r} ({e}): {INSTALL}") from None
+            how = INSTALL + (" && pip install --no-deps dehb==0.1.2" if package == "dehb" else "")
+            raise PeerUnavailable(f"method {name!r} needs the package {package!r} ({e}): {how}") from None
         check_args(repeat, workers, budget_s)
         return getattr(importlib.import_module(module), func)(table, int(repeat), int(workers), float(budget_s),
                                                                method=name, **kw)

@@ -1,6 +1,6 @@
-"""Syne Tune 0.16 ASHA and BOHB on its own simulator backend, reading our table (see experiments.harness.peers).
+"""Syne Tune 0.16 ASHA, BOHB, ASHA-CQR and ASHA-BORE on its own simulator backend, reading our table (see experiments.harness.peers).
 
-The run is Syne Tune's: `Tuner` + its scheduler (`baselines.ASHA`, or `baselines.BOHB` = ASHA with
+The run is Syne Tune's: `Tuner` + its scheduler (`baselines.ASHA`; `BOHB`, `ASHACQR`, `ASHABORE`: ASHA with
 the KDE searcher) + a `SimulatorBackend`, the backend its `UserBlackboxBackend` builds on. We
 subclass `SimulatorBackend` directly with what `UserBlackboxBackend` does for a blackbox (every
 result of a trial at once, `elapsed_time` since its (re)start; a resumed trial skips what it had
@@ -43,7 +43,7 @@ from syne_tune.backend.simulator_backend.time_keeper import SimulatedTimeKeeper
 from syne_tune.backend.trial_status import Status
 from syne_tune.config_space import choice, randint
 from syne_tune.constants import ST_TUNER_TIME
-from syne_tune.optimizer.baselines import ASHA, BOHB
+from syne_tune.optimizer.baselines import ASHA, ASHABORE, ASHACQR, BOHB
 from syne_tune.optimizer.scheduler import SchedulerDecision
 from syne_tune.tuner_callback import TunerCallback
 from syne_tune.tuning_status import TuningStatus
@@ -56,7 +56,7 @@ from igla_jax.execution.replay import ReplayTable
 from igla_jax.search.search_space import LEVER_FIELDS, Config
 
 ELAPSED, STEP, METRIC = "elapsed_time", "step", "bpb"
-SCHEDULERS = {"asha": ASHA, "bohb": BOHB}
+SCHEDULERS = {"asha": ASHA, "bohb": BOHB, "cqr": ASHACQR, "bore": ASHABORE}
 
 
 class _SimulatedTime(SimulatedTimeKeeper):
@@ -207,7 +207,8 @@ def _scratch_folder() -> Iterator[None]:
 
 def run_synetune(table: ReplayTable, repeat: int, workers: int, budget_s: float, *, searcher: str = "asha",
                  method: str = "synetune_asha", stock: bool = False) -> Trajectory:
-    """Syne Tune's ASHA (Li et al. 2020) or BOHB (Falkner et al. 2018, on ASHA) on its simulator backend.
+    """Syne Tune's ASHA (Li et al. 2020), BOHB (Falkner et al. 2018, on ASHA), ASHA-CQR (conformal quantile
+    regression, Salinas et al. 2023) or ASHA-BORE (Tiao et al. 2021, on ASHA) on its simulator backend.
 
     stock: Syne Tune's own code throughout (its Tuner loop with real sleeps and re-counted status, and its
     bookkeeping that `experiments.harness.peer_speedups.synetune` replaces); the same trajectory, slower.

@@ -94,6 +94,7 @@ class Prereg:
     curriculum_seeds: int
     confirm_reserve_margin: float
     harness_regret_cap: float
+    bohb_regret_at_budget: float
     version: int = 1
     date: str = ""
     amendments: tuple[Mapping[str, Any], ...] = field(default=(), compare=False, hash=False, repr=False)
@@ -237,6 +238,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "curriculum_seeds": lambda n, v: _int(n, v, 2),
     "confirm_reserve_margin": lambda n, v: _at_least_one(n, v),
     "harness_regret_cap": _positive,
+    "bohb_regret_at_budget": _fraction,
 }
 assert set(_PARSERS) == set(CONSTANT_FIELDS), "every Prereg constant needs a parser"
 
