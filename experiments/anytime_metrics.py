@@ -103,19 +103,36 @@ def parse_fewer(specs: Sequence[str], methods: Sequence[str], workers: Sequence[
     return out
 
 
+def _cache_file(cache: Path, table: ReplayTable, budget: float, m: str, r: tuple[tuple[int, int], ...]) -> Path:
+    key = f"{m}__" + "_".join(f"w{w}x{n}" for w, n in r) + f"__b{budget:.6g}"
+    return cache / table.sha256[:16] / (key.replace("+", "-") + ".pkl")
+
+
 def run_all(table: ReplayTable, methods: Sequence[str], reps: Mapping[int, int], fewer: Mapping[tuple[str, int], int],
-            budget: float, *, jobs: int = 1) -> tuple[dict, dict]:
-    """Every method's trajectories and replay wall seconds; methods with the same repeats run together."""
+            budget: float, *, jobs: int = 1, cache: Path | None = None) -> tuple[dict, dict]:
+    """Every method's trajectories and replay wall seconds; methods with the same repeats run together.
+
+    cache: a folder of each (method, repeats)'s trajectories per table and budget, written after its replays and
+    read instead of replaying, so a long run can be split over processes and summarised at the end. It knows
+    nothing of the code: clear it when the code changes."""
+    import pickle
+    trajs: dict = {}
+    walls: dict = {}
     groups: dict[tuple[tuple[int, int], ...], list[str]] = {}
     for m in methods:
         r = tuple((w, fewer.get((m, w), n)) for w, n in reps.items() if fewer.get((m, w), n) > 0)
+        f = _cache_file(cache, table, budget, m, r) if cache is not None else None
+        if f is not None and f.exists():
+            t, wl = pickle.loads(f.read_bytes())
+            trajs.update(t)
+            walls.update(wl)
+            print(f"  {m}: {sum(len(v) for v in t.values())} trajectories from {f}", file=sys.stderr)
+            continue
         groups.setdefault(r, []).append(m)
 
     def progress(m: str, w: int, wall: list[float]) -> None:
         print(f"  {m} @ {w} worker(s): {len(wall)} repeats, {sum(wall):.1f} s", file=sys.stderr, flush=True)
 
-    trajs: dict = {}
-    walls: dict = {}
     for r, ms in groups.items():
         if not r:
             continue
@@ -124,6 +141,14 @@ def run_all(table: ReplayTable, methods: Sequence[str], reps: Mapping[int, int],
             print(f"warning: {m} skipped: {why}", file=sys.stderr)
         trajs.update(run.trajs)
         walls.update(run.wall_s)
+        if cache is not None:
+            for m in ms:
+                if m in run.skipped:
+                    continue
+                f = _cache_file(cache, table, budget, m, r)
+                f.parent.mkdir(parents=True, exist_ok=True)
+                mine = {k: v for k, v in run.trajs.items() if k[0] == m}
+                f.write_bytes(pickle.dumps((mine, {k: v for k, v in run.wall_s.items() if k[0] == m})))
     return trajs, walls
 
 
@@ -176,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="a slow method's repeats at W workers (N = 0: not run at W), e.g. synetune_asha_cqr@16=0")
     ap.add_argument("--jobs", type=int, default=1, help="processes replaying in parallel (the same results)")
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    ap.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                    help="keep each method's trajectories here and reuse them (split a long run over processes, then "
+                         "run the whole command once more to summarise); clear it when the code changes")
     a = ap.parse_args(argv)
     try:
         fewer = parse_fewer(a.fewer, a.methods, a.workers)
@@ -208,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     tr = H.table_truth(table, extra)
     budget = H.budget_s(table, tr)
     reps = {w: a.repeats if w == 1 else a.repeats_multi for w in a.workers}
-    trajs, walls = run_all(table, a.methods, reps, fewer, budget, jobs=a.jobs)
+    trajs, walls = run_all(table, a.methods, reps, fewer, budget, jobs=a.jobs, cache=a.cache)
     oracle = oracle_s(table, tr)
     rows = summarise(trajs, tr, budget, pr, oracle, a.reference if a.reference in a.methods else None, walls)
     print(f"{table.name}: budget {budget:.1f} simulated s; {note}; best true BPB {tr.best:.4f}")

@@ -103,3 +103,15 @@ def test_fewer_repeats_for_a_slow_method_pair_the_repeats_both_ran(tmp_path, cap
     for bad in (["--fewer", "asha"], ["--fewer", "nope@1=2"], ["--fewer", "asha@3=1"], ["--fewer", "asha@1=-1"]):
         assert anytime_metrics.main(["--methods", "asha", "--workers", "1", *bad]) == 2
         assert "error: --fewer" in capsys.readouterr().err
+
+
+def test_the_cache_replays_once_and_summarises_the_same(tmp_path, capsys):
+    from experiments import anytime_metrics
+    args = ["--methods", "asha", "random_full", "--repeats", "2", "--workers", "1", "--cache", str(tmp_path / "c")]
+    assert anytime_metrics.main([*args, "--out", str(tmp_path / "a.json")]) == 0
+    assert "random_full @ 1 worker(s): 2 repeats" in capsys.readouterr().err
+    assert anytime_metrics.main([*args, "--out", str(tmp_path / "b.json")]) == 0
+    assert "random_full: 2 trajectories from" in capsys.readouterr().err
+    import json
+    a, b = (json.loads((tmp_path / f).read_text())["rows"] for f in ("a.json", "b.json"))
+    assert a == b

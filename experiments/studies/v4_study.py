@@ -90,9 +90,11 @@ def run_replays(table: ReplayTable, pruner: SurrogatePruner, repeats: int, prere
     out: dict[str, list] = {k: [] for k in ("pruned", "sim_asha", "sim_v4", "wall_v4_s")
                             + tuple(f"{m}_{a}" for m in ("ttt", "uttt", "regret") for a in ("asha", "v4"))}
     for r in range(repeats):
-        base = run_replay(seed=r, preset=table.preset, table=table, prereg=prereg, version=VERSION)
+        # anytime races sized by the harness budget (prereg v10)
+        base = run_replay(seed=r, preset=table.preset, table=table, prereg=prereg, version=VERSION, budget_s=budget)
         t0 = time.monotonic()
-        v4 = run_replay(seed=r, preset=table.preset, table=table, prereg=prereg, pruner=pruner, version=VERSION)
+        v4 = run_replay(seed=r, preset=table.preset, table=table, prereg=prereg, pruner=pruner, version=VERSION,
+                        budget_s=budget)
         out["wall_v4_s"].append(time.monotonic() - t0)
         out["pruned"].append(tuple(x["config_id"] for x in v4.rows
                                    if x["status"] == "pruned" and x.get("decided_by") == pruner.name))

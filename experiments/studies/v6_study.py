@@ -58,13 +58,17 @@ def table_values(table: ReplayTable, prereg: Prereg) -> dict[str, float]:
     return family_values(tops, UNIFORM_BPB)
 
 
-def replay_race(table: ReplayTable, allocator: object, seed: int, prereg: Prereg, values: dict[str, float]
-                ) -> tuple[float, dict[str, float]]:
+def replay_race(table: ReplayTable, allocator: object, seed: int, prereg: Prereg, values: dict[str, float],
+                budget_s: float | None = None) -> tuple[float, dict[str, float]]:
     """One replayed race with the given allocator (race seed = `seed`): its regret and the share of
-    the race's training steps each family received."""
+    the race's training steps each family received.
+
+    budget_s: an anytime race of that simulated size (prereg v11); None: the preset's 81-trial race. The regret
+    is over the windows of the first eta^len(rungs) starts either way (v11: later starts of an anytime race
+    that uses up the table are forced by which families have configs left)."""
     o = run_replay(seed=int(seed), preset=table.preset, table=table, workers=1, prereg=prereg,
-                   allocator=allocator, version=VERSION)
-    chosen = [t.config.family for t in o.state.trials]
+                   allocator=allocator, version=VERSION, budget_s=budget_s)
+    chosen = [t.config.family for t in o.state.trials][:prereg.eta ** len(table.rungs)]
     steps = {f: 0.0 for f in values}
     for t in o.state.trials:
         steps[t.config.family] = steps.get(t.config.family, 0.0) + (t.results[-1].step if t.results else 0)
@@ -83,12 +87,14 @@ def run_study(table: ReplayTable, repeats: int, prereg: Prereg | None = None) ->
     pr = prereg if prereg is not None else load_prereg()
     if repeats < 2:
         raise V6Error(f"--repeats {repeats}: the paired test needs at least 2")
+    from experiments.harness.judge import budget_s, table_truth
     values = table_values(table, pr)
+    budget = budget_s(table, table_truth(table))   # the anytime race (prereg v10, v11)
     ucb = UCB1Allocator.from_prereg(pr, STUDY_VERDICT)
-    ur = [replay_race(table, ucb, r, pr, values) for r in range(repeats)]
+    ur = [replay_race(table, ucb, r, pr, values, budget) for r in range(repeats)]
     # uniform allocation = the best of round robin's phases (start family), per replay (prereg v6): the
     # window regret depends on the order of families, so one phase alone lets an order effect pass as skill
-    phases = [[replay_race(table, RoundRobinFrom(k), r, pr, values) for r in range(repeats)]
+    phases = [[replay_race(table, RoundRobinFrom(k), r, pr, values, budget) for r in range(repeats)]
               for k in range(len(table_space(table, strata=("uniform",)).by_family))]
     best = [min(range(len(phases)), key=lambda k: (phases[k][r][0], k)) for r in range(repeats)]
     rr = [phases[best[r]][r] for r in range(repeats)]
