@@ -309,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     if outcome.out is not None:
         from igla_jax.execution.race_runner import write_report
         png = write_report(Path(outcome.out), outcome.summary, run_id=outcome.run_id, preset=outcome.preset,
-                           victory=outcome.victory, wall_s=outcome.wall_s, final_verdicts=final)
+                           victory=outcome.victory, wall_s=outcome.wall_s, final_verdicts=final,
+                           workers=outcome.state.config.workers)
         if png is not None:
             print(f"report: {png} (and report.html beside it; redraw: python -m experiments.report {outcome.out})")
     if replay:

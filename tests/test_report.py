@@ -51,6 +51,14 @@ def test_a_smoke_race_writes_its_summary_and_report(smoke):
     page = (out / "report.html").read_text()
     assert base64.b64encode((out / "report.png").read_bytes()).decode() in page
     assert s["champion"] in page and s["champion_config"]["family"] in page and "bohb: off" in page
+    # where the time went (issue 23): every executed action measured it, and the parts add up to the race
+    t = s["time"]
+    timed = [r for r in rows if "timing" in r["extra"]]
+    assert t["actions"] == len(timed) == len([r for r in rows if r["status"] in ("trained", "confirmed",
+                                                                                    "reproduced", "diverged")]) > 0
+    assert t["compile_s"] == pytest.approx(sum(r["extra"]["timing"]["compile_s"] for r in timed), abs=1e-3)
+    assert t["compile_s"] > 0 and t["train_s"] > 0 and t["eval_s"] > 0 and t["other_s"] >= 0
+    assert t["compile_s"] + t["train_s"] + t["eval_s"] + t["other_s"] == pytest.approx(s["elapsed_s"], rel=0.02)
 
 
 def test_the_report_draws_what_the_ledger_holds(smoke):
@@ -81,6 +89,7 @@ def test_a_replay_with_out_has_a_report_without_confirmation(tmp_path):
     o = run_replay(seed=1, preset="tenth", table=tenth_like_table(10), out=tmp_path / "rep", version=V)
     s = json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert s["seed_runs"] == [] and s["victory"] is None and s["champion"] == o.summary.champion
+    assert s["time"] is None   # a replay measures no live time
     assert png_size(tmp_path / "rep" / "report.png")[0] >= 1000
 
 

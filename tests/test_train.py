@@ -10,6 +10,7 @@ import pytest
 from conftest import tiny_model, tiny_train
 from igla_jax.evidence.prereg import repo_root
 from igla_jax.training import checkpoint as ckpt
+from igla_jax.training import programs
 from igla_jax.training.data import get_batch, splits
 from igla_jax.training.models import ConfigError
 
@@ -32,17 +33,17 @@ def test_train_step_compiles_once_across_many_steps():
         st, m = train_step(st, get_batch(train_N, 42, step, batch=4, context=cfg.context))
     assert train_step._cache_size() == before + 1
     assert int(st.step) == 12 and np.isfinite(float(m["loss"]))
-    before = train_chunk._cache_size()
+    before = programs.count("train_chunk")   # a trial's chunks run the AOT program (igla_jax.training.programs)
     st2, _, _ = train_state_to(init_state(cfg, tiny_train()), tiny_train(), 100)   # 4 chunks
-    assert train_chunk._cache_size() == before + 1 and int(st2.step) == 100
+    assert programs.count("train_chunk") == before + 1 and int(st2.step) == 100
 
 
 def test_trials_differing_only_in_dropout_and_ema_beta_share_one_compilation():
     shape = dict(width=24, head_dim=8)   # a shape no other test uses: the jit caches are process-wide
     cfgs = [tiny_model("jepa", dropout=d, ema_beta=b, **shape) for d, b in ((0.0, 0.99), (0.1, 0.9), (0.3, 0.95))]
-    chunks, evals = train_chunk._cache_size(), _eval_logits._cache_size()
+    chunks, evals = programs.count("train_chunk"), programs.count("eval_logits")
     res = [run_trial(cfg, tiny_train(), to_step=20) for cfg in cfgs]
-    assert train_chunk._cache_size() == chunks + 1 and _eval_logits._cache_size() == evals + 1
+    assert programs.count("train_chunk") == chunks + 1 and programs.count("eval_logits") == evals + 1
     assert all(r.status == "ok" for r in res)
     assert len({r.val_bpb for r in res}) == 3          # the traced values do reach the program
     assert run_trial(cfgs[1], tiny_train(), to_step=20).val_bpb == res[1].val_bpb   # and deterministically

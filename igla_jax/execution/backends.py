@@ -50,6 +50,9 @@ class Result:
     wall_s: float                # seconds charged to the action (a replay: simulated, compile included)
     test_bpb: float | None = None
     train_curve: tuple[float | None, ...] = ()   # mean training bits per chunk (a replay: the recorded chunks)
+    compile_s: float | None = None   # live only (igla_jax.training.train.TrialResult): where the time went
+    train_s: float | None = None
+    eval_s: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from igla_jax.execution.race_runner import RaceOutcome, best_so_far, eta_s
+from igla_jax.execution.run_report import time_line, time_split
 from igla_jax.search.anytime import reserve_now
 from igla_jax.search.race import ConfirmDone, ReproduceDone, RungDone, RaceState, Scored
 
@@ -162,6 +163,8 @@ def print_summary(console: Console, o: RaceOutcome, final_verdicts: tuple = ()) 
             console.print(f"accelerator {name} (final, on this run's ledger): {v.line()}", highlight=False)
     else:
         console.print("accelerators: none plugged in")
+    if not getattr(o, "sim_s", None):   # a replay's rows carry no measured timings
+        console.print(time_line(time_split(o.rows, s.elapsed_s, c.workers)), highlight=False)
     v = o.victory
     if v is None:
         why = "no champion" if s.champion_config is None else "no confirmation runs in this race (a replay)"

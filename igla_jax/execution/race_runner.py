@@ -27,7 +27,7 @@ from igla_jax.execution.presets import PRESETS, RaceSetupError
 from igla_jax.execution.replay import ReplayBackend, ReplayTable, load_table, table_space
 from igla_jax.execution.rows import RowMaker
 from igla_jax.execution.run_dir import prepare_out, race_spec, rebuild_board, reconcile_canonical, recorded_budget
-from igla_jax.execution.run_report import ReportError, render, summary_record, write_summary
+from igla_jax.execution.run_report import ReportError, read_rows, render, summary_record, time_split, write_summary
 from igla_jax.execution.runner import BackendError, Shape
 from igla_jax.search.interfaces import RandomSampler, RoundRobin
 from igla_jax.search.race import Race, RaceConfig, RaceState
@@ -134,20 +134,25 @@ def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None
     final = tuple(r for r in read_ledger(ledger.path).rows if r["run_id"] == run_id)
     victory = _victory(final, summary, pr)
     if report:   # the CLI draws it itself, with the verdicts it judges on the ledger afterwards
-        write_report(out, summary, run_id=run_id, preset=preset, victory=victory, wall_s=time.monotonic() - t0)
+        write_report(out, summary, run_id=run_id, preset=preset, victory=victory, wall_s=time.monotonic() - t0,
+                     workers=rc.workers)
     return RaceOutcome(run_id=run_id, out=out, preset=preset, summary=summary, state=state, board_top=top,
                        ranking=ranking(state), victory=victory, rows=final,
                        executed=ex.executed, replayed=ex.replayed, wall_s=time.monotonic() - t0)
 
 
 def write_report(out: Path, summary: RaceSummary, *, run_id: str, preset: str, victory: Any,
-                 wall_s: float, final_verdicts: tuple = ()) -> Path | None:
+                 wall_s: float, final_verdicts: tuple = (), workers: int = 1) -> Path | None:
     """summary.json (every verdict) beside the ledger, then report.png and report.html; returns the picture.
 
     The ledger is complete before this runs, so a report that cannot be drawn costs no data: it is said
     on stderr and `python -m experiments.report OUT` draws it again."""
+    try:
+        timing = time_split(read_rows(Path(out))[0], summary.elapsed_s, workers)
+    except ReportError:
+        timing = None
     write_summary(out, summary_record(summary, run_id=run_id, preset=preset, victory=victory, wall_s=wall_s,
-                                      final_verdicts=final_verdicts))
+                                      final_verdicts=final_verdicts, timing=timing))
     try:
         return render(out)[0]
     except (ReportError, OSError, ValueError, RuntimeError) as e:

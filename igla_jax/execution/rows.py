@@ -79,11 +79,16 @@ def result_row(make: RowMaker, a: Any, res: Any, *, reproduce_tol: float) -> Led
     if getattr(res, "params", None) is not None:
         extra["params"] = int(res.params)
     extra["tokens_per_s"] = round(float(res.tokens_per_s), 3)
+    if getattr(res, "compile_s", None) is not None:   # a live run: compile, training and evaluation seconds
+        extra["timing"] = {k: round(float(getattr(res, k) or 0.0), 6) for k in TIMING}
     if isinstance(a, Train):
         extra["rung"] = a.rung
         extra["train_curve"] = curve_of(res)
     return make(a.config, seed=a.seed, step=step, bpb=bpb, status=status, event_id=a.action_id,
                 wall_s=_wall(res), note=note, extra=extra, test_bpb=test_bpb)
+
+
+TIMING = ("compile_s", "train_s", "eval_s")
 
 
 def curve_of(res: Any) -> list[float | None]:

@@ -34,8 +34,37 @@ def _num(x: Any) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
+def time_split(rows: Sequence[Mapping[str, Any]], race_s: float | None, workers: int = 1) -> dict[str, Any] | None:
+    """Where a live race's time went (issue 23), from its rows' measured `extra.timing`: seconds compiling
+    programs, training and evaluating, summed over every action, and `other_s`: workers x race time minus
+    those (the race's own bookkeeping, checkpoints, data, waiting). None when no row measured its time (a
+    replay, or a ledger written before the timings were recorded)."""
+    timed = [r["extra"]["timing"] for r in rows if isinstance(r.get("extra"), Mapping) and "timing" in r["extra"]]
+    if not timed:
+        return None
+    out: dict[str, Any] = {k: round(math.fsum(float(t.get(k, 0.0)) for t in timed), 3)
+                           for k in ("compile_s", "train_s", "eval_s")}
+    out["actions"] = len(timed)
+    if race_s is not None and math.isfinite(race_s) and race_s > 0:
+        total = workers * race_s
+        out["other_s"] = round(max(0.0, total - out["compile_s"] - out["train_s"] - out["eval_s"]), 3)
+        out["compile_share"] = round(out["compile_s"] / total, 4)
+    return out
+
+
+def time_line(t: Mapping[str, Any] | None) -> str:
+    """One line for the end of a race: compile, train, evaluate, other seconds and the compile share."""
+    if t is None:
+        return "time: not measured (no row carries timings)"
+    share = f" ({t['compile_share']:.0%} of the race)" if "compile_share" in t else ""
+    other = f", other {t['other_s']:.1f} s" if "other_s" in t else ""
+    return (f"time: compile {t['compile_s']:.1f} s{share}, train {t['train_s']:.1f} s, evaluate "
+            f"{t['eval_s']:.1f} s{other}, over {t['actions']} actions")
+
+
 def summary_record(summary: Any, *, run_id: str, preset: str, victory: Any = None,
-                   wall_s: float | None = None, final_verdicts: Sequence[tuple[str, Any]] = ()) -> dict[str, Any]:
+                   wall_s: float | None = None, final_verdicts: Sequence[tuple[str, Any]] = (),
+                   timing: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The JSON form of a race's final summary (igla_jax.search.race_types.RaceSummary) with every verdict; a verdict
     judged after the race on its ledger (`final_verdicts`) is stored as "<name> (final)"."""
     cfg = summary.champion_config
@@ -58,6 +87,7 @@ def summary_record(summary: Any, *, run_id: str, preset: str, victory: Any = Non
                                                  "p_value": _num(victory.p_value), "reasons": list(victory.reasons)},
         "elapsed_s": _num(summary.elapsed_s), "budget_s": _num(summary.budget_s),
         "reserve_s": _num(summary.reserve_s), "wall_s": _num(wall_s),   # JSON has no inf or nan: null
+        "time": None if timing is None else dict(timing),
     }
 
 
@@ -70,7 +100,7 @@ def write_summary(out: str | os.PathLike, record: Mapping[str, Any]) -> Path:
     return p
 
 
-def _read_rows(run_dir: Path) -> tuple[list[dict[str, Any]], str | None]:
+def read_rows(run_dir: Path) -> tuple[list[dict[str, Any]], str | None]:
     """This run's ledger rows (the run id race.json names; all rows when it names none), read and checked by
     the ledger's own reader (a crash's torn last line is skipped)."""
     led = run_dir / "ledger.jsonl"
@@ -173,7 +203,7 @@ def render(run_dir: str | os.PathLike) -> tuple[Path, Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     run_dir = Path(run_dir)
-    rows, _ = _read_rows(run_dir)
+    rows, _ = read_rows(run_dir)
     sp = run_dir / SUMMARY
     summary = json.loads(sp.read_text()) if sp.exists() else None
     cv = read_curves(rows, summary.get("champion") if summary else None)

@@ -153,8 +153,11 @@ def token_bits(logits_BxLxV: jax.Array, y_BxL: jax.Array) -> jax.Array:
     return (lse_BxL - tgt_BxL) / jnp.float32(math.log(2.0))
 
 
+EVAL_BATCH = 256   # windows per evaluation call: one compiled shape (the last chunk is padded)
+
+
 def evaluate_bpb(logits_fn: Callable[[jax.Array], jax.Array], *, context: int,
-                 eval_batch: int = 256, split: str = "val") -> float:
+                 eval_batch: int = EVAL_BATCH, split: str = "val") -> float:
     """Bits per byte over every byte of `split` (default: validation): mean cross-entropy, in bits.
 
     logits_fn maps x_BxL int32 tokens to logits_BxLxV (deterministic, no dropout). See

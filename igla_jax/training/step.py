@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import time
 from typing import Any
 
 import flax.struct
@@ -13,10 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from igla_jax.training.data import DROPOUT_STREAM, evaluate_bpb, get_batch, token_bits
+from igla_jax.training.data import DROPOUT_STREAM, EVAL_BATCH, evaluate_bpb, get_batch, token_bits
 from igla_jax.training.models import (ConfigError, ModelConfig, init_params, logits_fn, loss_fn, traced_hparams,
                                       update_aux)
 from igla_jax.training.models.mup import lr_mult_tree, wd_mult_tree
+from igla_jax.training.programs import compiled
 
 # Cosine decay ends at this fraction of the peak lr (nanoGPT's recipe).
 MIN_LR_RATIO = 0.1
@@ -253,9 +255,20 @@ def _eval_logits(cfg: ModelConfig, params: Any, x_BxL: jax.Array) -> jax.Array:
     return logits_fn(cfg, params, x_BxL)
 
 
-def validation_bpb(state: TrainState, split: str = "val") -> float:
-    """BPB of the state's parameters at its current step on `split` (default validation; never a running minimum)."""
-    return evaluate_bpb(lambda x: _eval_logits(state.cfg, state.params, x), context=state.cfg.context, split=split)
+def validation_bpb(state: TrainState, split: str = "val", timing: dict[str, float] | None = None) -> float:
+    """BPB of the state's parameters at its current step on `split` (default validation; never a running minimum).
+
+    One compiled evaluation program per shape serves every split (`igla_jax.training.programs`); timing, when
+    given, gains the seconds spent compiling it ("compile_s") and evaluating ("eval_s")."""
+    t0 = time.perf_counter()
+    x0 = jax.ShapeDtypeStruct((EVAL_BATCH, state.cfg.context), jnp.int32)
+    prog, comp = compiled("eval_logits", _eval_logits, state.cfg, state.params, x0)
+    bpb = evaluate_bpb(lambda x: prog(state.params, x), context=state.cfg.context, split=split,
+                       eval_batch=EVAL_BATCH)
+    if timing is not None:
+        timing["compile_s"] = timing.get("compile_s", 0.0) + comp
+        timing["eval_s"] = timing.get("eval_s", 0.0) + time.perf_counter() - t0 - comp
+    return bpb
 
 
 def _summarise(trace: np.ndarray) -> tuple[bool, float]:

@@ -15,6 +15,7 @@ import numpy as np
 from igla_jax.training import checkpoint as ckpt
 from igla_jax.training.data import splits
 from igla_jax.training.models import ConfigError, ModelConfig, count_params
+from igla_jax.training.programs import compiled
 from igla_jax.training.step import (TrainConfig, TrainState, _summarise, init_state, population_chunk, train_chunk,
                                     validation_bpb)
 
@@ -35,6 +36,11 @@ class TrialResult:
     candidate_tokens: int = 0
     learned_candidates: float = float("nan")
     learned_trained: float = float("nan")
+    # where the call's time went (issue 23): compiling programs (training and evaluation, 0 when this process
+    # had them), training steps (wall_s minus the training program's compile) and evaluating (compile excluded)
+    compile_s: float = 0.0
+    train_s: float = 0.0
+    eval_s: float = 0.0
 
 
 ProgressFn = Callable[[int, int, float], None]   # (step, to_step, train_bits)
@@ -42,16 +48,23 @@ ProgressFn = Callable[[int, int, float], None]   # (step, to_step, train_bits)
 
 def train_state_to(state: TrainState, train_cfg: TrainConfig, to_step: int,
                    progress: ProgressFn | None = None,
-                   curve: list[float] | None = None) -> tuple[TrainState, str, float]:
+                   curve: list[float] | None = None,
+                   timing: dict[str, float] | None = None) -> tuple[TrainState, str, float]:
     """Advance one state to `to_step`; returns (state, status, last train bits).
 
-    curve, when given, receives the mean training bits of every chunk trained (the learning curve).
+    curve, when given, receives the mean training bits of every chunk trained (the learning curve); timing
+    gains the seconds spent compiling the training program ("compile_s").
     """
     train_N = jnp.asarray(splits()[0])
     end = jnp.asarray(to_step, jnp.int32)
     bits = float("nan")
+    chunk = None
     while int(state.step) < to_step:
-        state, trace = train_chunk(state, train_N, end, batch=train_cfg.batch)
+        if chunk is None:   # compiled once per shape and process, timed apart (igla_jax.training.programs)
+            chunk, comp = compiled("train_chunk", train_chunk, state, train_N, end, batch=train_cfg.batch)
+            if timing is not None:
+                timing["compile_s"] = timing.get("compile_s", 0.0) + comp
+        state, trace = chunk(state, train_N, end)
         finite, bits = _summarise(np.asarray(trace))
         if curve is not None:
             curve.append(bits)
@@ -80,21 +93,25 @@ def run_trial(model_cfg: ModelConfig, train_cfg: TrainConfig, *, to_step: int,
         raise ConfigError(f"checkpoint {from_checkpoint} is at step {start}, past to_step={to_step}")
     t0 = time.perf_counter()
     curve: list[float] = []
-    state, status, bits = train_state_to(state, train_cfg, to_step, progress, curve)
+    timing: dict[str, float] = {}
+    state, status, bits = train_state_to(state, train_cfg, to_step, progress, curve, timing)
     tc_curve = tuple(round(float(b), 6) for b in curve)
     jax.block_until_ready(state.params)
     wall = time.perf_counter() - t0
+    train_s = wall - timing.get("compile_s", 0.0)
     tokens = (int(state.step) - start) * train_cfg.batch * model_cfg.context
     n = count_params(state.params)
     v7 = curriculum_fields(state, int(state.step) - start, train_cfg.batch)
     if status == "diverged":
         return TrialResult(float("nan"), "diverged", int(state.step), n, tokens / max(wall, 1e-9), wall, bits,
-                           train_curve=tc_curve, **v7)
-    bpb = validation_bpb(state)
-    test = validation_bpb(state, "test") if eval_test else None
+                           train_curve=tc_curve, compile_s=timing.get("compile_s", 0.0), train_s=train_s, **v7)
+    bpb = validation_bpb(state, timing=timing)
+    test = validation_bpb(state, "test", timing=timing) if eval_test else None
     if save_checkpoint is not None:
         ckpt.save(save_checkpoint, state, model_cfg, train_cfg)
-    return TrialResult(bpb, "ok", int(state.step), n, tokens / max(wall, 1e-9), wall, bits, test, tc_curve, **v7)
+    return TrialResult(bpb, "ok", int(state.step), n, tokens / max(wall, 1e-9), wall, bits, test, tc_curve,
+                       compile_s=timing.get("compile_s", 0.0), train_s=train_s, eval_s=timing.get("eval_s", 0.0),
+                       **v7)
 
 
 def curriculum_fields(state: TrainState, steps: int, batch: int) -> dict[str, Any]:
@@ -162,8 +179,9 @@ def run_population(model_cfg: ModelConfig | Sequence[ModelConfig], train_cfgs: l
     t0 = time.perf_counter()
     bits = np.full(n, np.nan)
     curves: list[list[float]] = [[] for _ in range(n)]
+    chunk, comp = compiled("population_chunk", population_chunk, pop, train_N, end, batch)
     while int(jnp.min(pop.step)) < to_step:
-        pop, trace = population_chunk(pop, train_N, end, batch)
+        pop, trace = chunk(pop, train_N, end)
         tr = np.asarray(trace)
         for i in range(n):
             if alive[i] and (tr[i][..., 2] > 0).any():
@@ -176,6 +194,8 @@ def run_population(model_cfg: ModelConfig | Sequence[ModelConfig], train_cfgs: l
             break
     jax.block_until_ready(pop.params)
     wall = time.perf_counter() - t0
+    # the group's compile and training seconds are split evenly over its members, so a ledger's sums are right
+    share = {"compile_s": comp / n, "train_s": (wall - comp) / n}
     results = []
     for i, tc in enumerate(train_cfgs):
         st = unstack_state(pop, i)
@@ -184,13 +204,16 @@ def run_population(model_cfg: ModelConfig | Sequence[ModelConfig], train_cfgs: l
         v7 = curriculum_fields(st, int(st.step) - starts[i], batch)
         if not alive[i]:
             results.append(TrialResult(float("nan"), "diverged", int(st.step), nparams, tps, wall, float(bits[i]),
-                                       train_curve=tuple(curves[i]), **v7))
+                                       train_curve=tuple(curves[i]), **share, **v7))
             continue
         if save_checkpoints[i] is not None:
             ckpt.save(save_checkpoints[i], st, mcs[i], tc)
-        test = validation_bpb(st, "test") if eval_tests is not None and eval_tests[i] else None
-        results.append(TrialResult(validation_bpb(st), "ok", int(st.step), nparams, tps, wall, float(bits[i]), test,
-                                   tuple(curves[i]), **v7))
+        timing: dict[str, float] = {}
+        test = validation_bpb(st, "test", timing=timing) if eval_tests is not None and eval_tests[i] else None
+        val = validation_bpb(st, timing=timing)
+        results.append(TrialResult(val, "ok", int(st.step), nparams, tps, wall, float(bits[i]), test,
+                                   tuple(curves[i]), compile_s=share["compile_s"] + timing.get("compile_s", 0.0),
+                                   train_s=share["train_s"], eval_s=timing.get("eval_s", 0.0), **v7))
     return results
 
 
