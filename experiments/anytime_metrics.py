@@ -161,6 +161,33 @@ def verdict_hashes() -> dict[str, str | None]:
     return {n: (file_sha256(repo_root() / n) if (repo_root() / n).exists() else None) for n in names}
 
 
+def markdown(docs: Sequence[Mapping[str, Any]], workers: Sequence[int] = (1, 4, 16)) -> str:
+    """One markdown table of every method of the given result files (e.g. the development and the held-out
+    table): per file and worker count the mean anytime regret, with the median time to regret <= 0.02 as a
+    multiple of the oracle time at 1 worker; `*` marks a regret significantly lower than the reference's."""
+    order: list[str] = []
+    for d in docs:
+        order += [r["method"] for r in d["rows"] if r["method"] not in order]
+    cell: dict[tuple[int, str, int], Mapping[str, Any]] = {(i, r["method"], r["workers"]): r
+                                                           for i, d in enumerate(docs) for r in d["rows"]}
+
+    def c(i: int, m: str, w: int) -> str:
+        r = cell.get((i, m, w))
+        if r is None:
+            return "-"
+        star = "*" if r.get("vs_reference", {}).get("lower_regret") else ""
+        txt = f"{r['anytime_regret']['mean']:.4f}{star}"
+        if w == 1:
+            om, never = r["tol_0.02"]["oracle_multiple"], r["tol_0.02"]["never"]
+            txt += f" / {'never' if om == 'inf' else f'{om:.1f}x'}" + (f" ({never:.0%} never)" if never else "")
+        return txt + (f" [{r['repeats']} reps]" if r["repeats"] < (100 if w == 1 else 20) else "")
+    head = ["method"] + [f"{d['table'].removesuffix('.jsonl')} {w}w" for d in docs for w in workers]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in order:
+        out.append("| " + " | ".join([m] + [c(i, m, w) for i in range(len(docs)) for w in workers]) + " |")
+    return "\n".join(out)
+
+
 def table_lines(rows: Sequence[Mapping[str, Any]], oracle: float) -> list[str]:
     def s(x: Any) -> str:
         return "never" if x == "inf" else f"{x:.0f}"
@@ -204,7 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=None, metavar="DIR",
                     help="keep each method's trajectories here and reuse them (split a long run over processes, then "
                          "run the whole command once more to summarise); clear it when the code changes")
+    ap.add_argument("--markdown", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="print the markdown table of these result files (no replay) and exit")
     a = ap.parse_args(argv)
+    if a.markdown:
+        print(markdown([json.loads(p.read_text()) for p in a.markdown]))
+        return 0
     try:
         fewer = parse_fewer(a.fewer, a.methods, a.workers)
     except ValueError as e:

@@ -115,3 +115,20 @@ def test_the_cache_replays_once_and_summarises_the_same(tmp_path, capsys):
     import json
     a, b = (json.loads((tmp_path / f).read_text())["rows"] for f in ("a.json", "b.json"))
     assert a == b
+
+
+def test_markdown_puts_every_method_of_both_files_in_one_table(tmp_path, capsys):
+    from experiments import anytime_metrics
+    import json
+    assert anytime_metrics.main(["--methods", "asha", "asha_capped", "--repeats", "2", "--workers", "1",
+                                 "--out", str(tmp_path / "a.json")]) == 0
+    doc = json.loads((tmp_path / "a.json").read_text())
+    other = dict(doc, table="held.jsonl", rows=[r for r in doc["rows"] if r["method"] == "asha"])
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    capsys.readouterr()
+    assert anytime_metrics.main(["--markdown", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| method |") and "held 1w" in lines[0] and len(lines) == 4
+    capped = next(x for x in lines if x.startswith("| asha_capped |"))
+    cells = [c.strip() for c in capped.split("|")[1:-1]]
+    assert cells[2:] == ["-"] * 5 and "[2 reps]" in cells[1] and " / " in cells[1]   # 1w: regret / x oracle

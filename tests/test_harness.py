@@ -286,3 +286,18 @@ def test_race_default_is_the_race_its_verdicts_give(monkeypatch):
     monkeypatch.setattr(RD, "other_accelerators", lambda pr: {"v1": "enabled, but no replay adapter"})
     with pytest.raises(H.HarnessError, match="race_default: .*v1.*a replay cannot"):
         RD.race_default(tab, 0, 1, budget)
+
+
+def test_v5_is_judged_on_the_same_race_capped_or_anytime():
+    """prereg v10 (c): V5 decides at its first 45 first-rung results, before the 81-trial cap binds, so the anytime
+    race reaches the same verdict through the same first starts (what keeps its committed study valid)."""
+    tab = v5_table(lambda u: 2.0 + 0.01 * u)
+    budget = H.budget_s(tab, H.table_truth(tab))
+    for seed in (0, 1, 2):
+        capped = run_replay(seed=seed, preset="tenth", table=tab, sampler=RM._v5_sampler(tab, PR), version=RM.VERSION)
+        anytime = run_replay(seed=seed, preset="tenth", table=tab, sampler=RM._v5_sampler(tab, PR), version=RM.VERSION,
+                             budget_s=budget)
+        a, b = (dict(o.summary.verdicts)["phi_grid"] for o in (capped, anytime))
+        assert (a.enabled, a.statistic) == (b.enabled, b.statistic)
+        ids = [[t.config.config_id for t in o.state.trials] for o in (capped, anytime)]
+        assert len(ids[1]) > len(ids[0]) == 81 and ids[1][:81] == ids[0]
