@@ -133,8 +133,8 @@ def test_amendments_are_versioned_dated_and_keep_v1_constants():
     # golden: pre-registration v7 (v5: V3, V4, V7 constants; v6: V6's round-robin baseline; v7: the anytime
     # race's reserve and V5's uncapped judging point); update only with a new dated amendment
     p = load_prereg()
-    assert p.version == 11 and p.date == "2026-12-07" and len(p.amendments) == 11
-    assert [a["version"] for a in p.amendments] == list(range(1, 12)) and "selection" in p.amendments[1]["why"]
+    assert p.version == 12 and p.date == "2026-12-07" and len(p.amendments) == 12
+    assert [a["version"] for a in p.amendments] == list(range(1, 13)) and "selection" in p.amendments[1]["why"]
     assert p.harness_regret_cap == 1.0 and "anytime regret" in p.amendments[7]["what"]
     assert p.confirm_reserve_margin == 1.25 and "anytime" in p.amendments[6]["what"]
     assert "--plan-seed 1" in p.amendments[8]["what"] and "read once" in p.amendments[8]["what"]
@@ -145,10 +145,10 @@ def test_amendments_are_versioned_dated_and_keep_v1_constants():
 
 
 @pytest.mark.parametrize("mutate, field", [
-    (lambda d: d.update(version=12), "amendments"),
+    (lambda d: d.update(version=13), "amendments"),
     (lambda d: d.update(date="26/11/2026"), "date"),
     (lambda d: d["amendments"][1].update(why=""), "amendments[1].why"),
-    (lambda d: d["amendments"][1].update(version=12), "amendments[1].version"),
+    (lambda d: d["amendments"][1].update(version=13), "amendments[1].version"),
     (lambda d: d["amendments"][-1].update(date="2026-12-08"), "date"),
     (lambda d: d.pop("amendments"), "amendments"),
 ])
