@@ -51,3 +51,21 @@ def test_a_program_warmed_in_a_thread_is_compiled_once():
     assert spent > 0 and waited <= spent + 1.0
     assert programs.compiled("eval_logits", _eval_logits, MC, state.params, x) == (prog, 0.0)
     assert not any(t.name.startswith("igla-compile") and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_race_writes_the_same_ledger_with_and_without_ahead_of_time_programs(tmp_path):
+    """Issue 23: the AOT programs change no decision and no bit; only the timings differ."""
+    from igla_jax.execution.race_runner import run_race
+
+    def ledger(out, on):
+        programs.aot(on)
+        try:
+            o = run_race(seed=5, preset="smoke", out=out, report=False)
+        finally:
+            programs.aot(True)
+        keep = ("config_id", "seed", "step", "bpb", "status", "test_bpb", "event_id", "decided_by")
+        return [({k: r.get(k) for k in keep}, {k: v for k, v in r["extra"].items()
+                                                if k in ("trial_id", "action", "rung", "train_curve", "from_step")})
+                for r in o.rows]
+    with_aot, without = ledger(tmp_path / "aot", True), ledger(tmp_path / "jit", False)
+    assert with_aot == without and len(with_aot) > 5
