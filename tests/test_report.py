@@ -14,6 +14,7 @@ from igla_jax.evidence.ledger import read_ledger
 from igla_jax.evidence.ledger_row import CodeVersion
 from igla_jax.execution.race_runner import run_replay
 from igla_jax.execution.run_report import ReportError, read_curves, render
+from igla_jax.training import programs
 from tests.test_replay import tenth_like_table
 
 V = CodeVersion("0" * 40, False)
@@ -29,6 +30,7 @@ def png_size(path):
 def smoke(tmp_path_factory):
     """A smoke race through the CLI (its accelerators and their verdicts), and the outcome read back."""
     out = tmp_path_factory.mktemp("report") / "smoke"
+    programs.clear()   # programs compiled by earlier tests in this process would make compile_s 0 here
     assert race_cli.main(["--seed", "42", "--preset", "smoke", "--out", str(out)]) == 0
     run_id = json.loads((out / "race.json").read_text())["run_id"]
     return [r for r in read_ledger(out / "ledger.jsonl").rows if r["run_id"] == run_id], out
