@@ -165,9 +165,7 @@ def markdown(docs: Sequence[Mapping[str, Any]], workers: Sequence[int] = (1, 4, 
     """One markdown table of every method of the given result files (e.g. the development and the held-out
     table): per file and worker count the mean anytime regret, with the median time to regret <= 0.02 as a
     multiple of the oracle time at 1 worker; `*` marks a regret significantly lower than the reference's."""
-    order: list[str] = []
-    for d in docs:
-        order += [r["method"] for r in d["rows"] if r["method"] not in order]
+    order = list(dict.fromkeys(r["method"] for d in docs for r in d["rows"]))   # each method once, first seen first
     cell: dict[tuple[int, str, int], Mapping[str, Any]] = {(i, r["method"], r["workers"]): r
                                                            for i, d in enumerate(docs) for r in d["rows"]}
 

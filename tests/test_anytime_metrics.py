@@ -123,7 +123,8 @@ def test_markdown_puts_every_method_of_both_files_in_one_table(tmp_path, capsys)
     assert anytime_metrics.main(["--methods", "asha", "asha_capped", "--repeats", "2", "--workers", "1",
                                  "--out", str(tmp_path / "a.json")]) == 0
     doc = json.loads((tmp_path / "a.json").read_text())
-    other = dict(doc, table="held.jsonl", rows=[r for r in doc["rows"] if r["method"] == "asha"])
+    asha = [r for r in doc["rows"] if r["method"] == "asha"]
+    other = dict(doc, table="held.jsonl", rows=asha + [dict(asha[0], workers=4)])   # two rows of one method
     (tmp_path / "b.json").write_text(json.dumps(other))
     capsys.readouterr()
     assert anytime_metrics.main(["--markdown", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
@@ -132,3 +133,5 @@ def test_markdown_puts_every_method_of_both_files_in_one_table(tmp_path, capsys)
     capped = next(x for x in lines if x.startswith("| asha_capped |"))
     cells = [c.strip() for c in capped.split("|")[1:-1]]
     assert cells[2:] == ["-"] * 5 and "[2 reps]" in cells[1] and " / " in cells[1]   # 1w: regret / x oracle
+    a = [c.strip() for c in next(x for x in lines if x.startswith("| asha |")).split("|")[1:-1]]
+    assert a[4] != "-" and a[5] != "-" and a[6] == "-"   # one line per method, its held-out 1w and 4w cells
