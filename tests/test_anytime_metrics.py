@@ -134,4 +134,4 @@ def test_markdown_puts_every_method_of_both_files_in_one_table(tmp_path, capsys)
     cells = [c.strip() for c in capped.split("|")[1:-1]]
     assert cells[2:] == ["-"] * 5 and "[2 reps]" in cells[1] and " / " in cells[1]   # 1w: regret / x oracle
     a = [c.strip() for c in next(x for x in lines if x.startswith("| asha |")).split("|")[1:-1]]
-    assert a[4] != "-" and a[5] != "-" and a[6] == "-"   # one line per method, its held-out 1w and 4w cells
+    assert " / " in a[4] and " / " in a[5] and a[6] == "-"   # one line per method, its held-out 1w and 4w cells
