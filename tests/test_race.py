@@ -84,6 +84,16 @@ def test_promotable_property(results, eta):
         assert sorted(prom) == sorted(results)[:max(1, len(results) // eta)]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.floats(0.5, 5.0, allow_nan=False), st.just(math.inf), st.sampled_from([2.0, 2.5])),
+                min_size=1, max_size=40), st.integers(2, 5))
+def test_promotion_cutoff_agrees_with_promotable(results, eta):
+    """The race's one-sort cutoff decides exactly as `promotable` for every result, ties and diverged included."""
+    from igla_jax.search.race import _finite_at_most, _promotion_cutoff
+    cut = _promotion_cutoff(results, eta)
+    assert [_finite_at_most(r, cut) for r in results] == [promotable(results, r, eta) for r in results]
+
+
 # ---------------------------------------------------------------- replay & determinism
 def test_replay_same_events_same_state():
     race = Race(cfg())
