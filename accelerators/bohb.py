@@ -85,11 +85,14 @@ def lever_values(space: Any, family: str) -> tuple[tuple[Any, ...], ...]:
 
 def encode(cfg: Config, values: Sequence[Sequence[float]]) -> np.ndarray:
     """The config as value indices per lever (nearest value, so a config from another grid still maps)."""
-    out = []
-    for f, vs in zip(LEVER_FIELDS, values):
-        v = float(getattr(cfg, f))
-        out.append(int(np.argmin([abs(v - float(x)) for x in vs])))
-    return np.array(out, np.int64)
+    return np.array(_indices(cfg, tuple(tuple(vs) for vs in values)), np.int64)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _indices(cfg: Config, values: tuple[tuple[Any, ...], ...]) -> tuple[int, ...]:
+    # a replay encodes the same few hundred configs thousands of times: each once per grid
+    return tuple(int(np.argmin([abs(float(getattr(cfg, f)) - float(x)) for x in vs]))
+                 for f, vs in zip(LEVER_FIELDS, values))
 
 
 def race_observations(race: "RaceState", family: str, diverged_bpb: float = math.inf) -> tuple[Observation, ...]:
@@ -132,10 +135,28 @@ class DensityModel:
 
     def ratio(self, x: np.ndarray) -> np.ndarray:
         xs = x[:, self.dims].astype(float)
-        lo = self.good.pdf(xs)
-        hi = self.bad.pdf(xs)
-        # statsmodels returns a scalar for a single point; one ratio per row whatever the count
-        return np.atleast_1d(np.asarray(lo, float)) / np.maximum(np.atleast_1d(np.asarray(hi, float)), 1e-32)
+        return ordered_pdf(self.good, xs) / np.maximum(ordered_pdf(self.bad, xs), 1e-32)
+
+
+def ordered_pdf(kde: Any, xs: np.ndarray) -> np.ndarray:
+    """statsmodels' `KDEMultivariate.pdf` of an all-ordinal KDE at every row of xs at once: the same bits.
+
+    The Wang-van Ryzin kernel (Wang and van Ryzin 1981; statsmodels' `kernels.wang_ryzin`) is
+    (1 - h) where the value index equals the point's and 0.5 (1 - h) h^|X - x| elsewhere; a point's
+    density is the mean over the data of the product over levers. statsmodels loops over the points in
+    Python; this evaluates the same elementwise expressions for all of them, multiplies the levers left
+    to right and sums each point's row, as statsmodels' reductions do (tests/test_bohb.py checks the bytes).
+    """
+    if set(kde.var_type) != {"o"}:
+        raise V3Error(f"ordered_pdf: var_type {kde.var_type!r} is not all ordinal")
+    data, bw = np.asarray(kde.data, float), np.asarray(kde.bw, float)
+    xs = np.asarray(xs, float).reshape(-1, data.shape[1])
+    dens = None
+    for j in range(data.shape[1]):
+        h, col, at = bw[j], data[None, :, j], xs[:, j, None]
+        k = np.where(col == at, 1 - h, 0.5 * (1 - h) * (h ** abs(col - at)))
+        dens = k if dens is None else dens * k
+    return np.array([row.sum(axis=0) / kde.nobs for row in dens], float)
 
 
 def fit_model(obs: Sequence[Observation], rung: int, values: Sequence[Sequence[float]], prereg: Prereg

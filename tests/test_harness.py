@@ -283,7 +283,7 @@ def test_race_default_is_the_race_its_verdicts_give(monkeypatch):
     monkeypatch.setattr(ucb, "load_v6_verdict", lambda pr, *a, **k: Verdict(True, 0.0, pr.alpha_per_arm, "test: on"))
     assert RD.race_default(tab, 0, 2, budget).completions == RM.asha_v5_v6(tab, 0, 2, budget).completions
     assert RM.asha_v5_v6(tab, 0, 2, budget).completions != RM.asha_v5(tab, 0, 2, budget).completions
-    monkeypatch.setattr(RD, "other_accelerators", lambda pr: {"v1": "enabled, but no replay adapter"})
+    monkeypatch.setattr(RM, "other_accelerators", lambda pr: {"v1": "enabled, but no replay adapter"})
     with pytest.raises(H.HarnessError, match="race_default: .*v1.*a replay cannot"):
         RD.race_default(tab, 0, 1, budget)
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from experiments.harness.methods import register_method
-from experiments.harness.replay_methods import _asha, _uniform_space, _v5_sampler, other_accelerators
+from experiments.harness import replay_methods
+from experiments.harness.replay_methods import _asha, _uniform_space, _v5_sampler
 from experiments.harness.trajectory import HarnessError
 from igla_jax.evidence.prereg import Prereg
 from igla_jax.execution.replay import ReplayTable
@@ -26,7 +27,8 @@ from igla_jax.execution.replay import ReplayTable
 
 def _sampler(table: ReplayTable, pr: Prereg) -> Any:
     from accelerators.bohb import BOHBSampler, load_v3_verdict
-    off = {k: v for k, v in other_accelerators(pr).items() if not v.startswith("off by its verdict")}
+    # looked up at call time: a module that imported the name while a test patched it keeps no stale copy
+    off = {k: v for k, v in replay_methods.other_accelerators(pr).items() if not v.startswith("off by its verdict")}
     if off:
         raise HarnessError(f"race_default: {off} (the default race would run them; a replay cannot)")
     return BOHBSampler(pr, _uniform_space(table), load_v3_verdict(pr), fallback=_v5_sampler(table, pr))
