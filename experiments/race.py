@@ -67,6 +67,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "accelerators), ray (one Ray task per action on --workers CPUs; needs pip install -e "
                          "'.[ray]'; checkpoints go to --out/ckpt, which every Ray worker must be able to read and "
                          "write). Results reach the race as they arrive and the ledger records that order")
+    ap.add_argument("--compile-ahead", choices=("on", "off"), default="on",
+                    help="on (default): with the local executor, compile the next trials' programs in a background "
+                         "thread while one trains, so fewer trials wait for XLA; it changes no decision and no bit "
+                         "(the summary's time line says how much was compiled ahead); off: each trial compiles its "
+                         "own programs when it starts")
     ap.add_argument("--deterministic", action="store_true", default=None,
                     help="feed results to the race in action-id order, not arrival order (the default with "
                          "--workers 1), so runs on different executors or worker counts give the same race")
@@ -288,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                                pruner=pruner, progress=progress, spec_extra=spec_extra,
                                executor=args.executor or "local", workers=args.workers,
                                deterministic=args.deterministic, ray_address=args.ray_address,
-                               compile_cache=xla_cache or None, report=False)
+                               compile_cache=xla_cache or None, compile_ahead=args.compile_ahead == "on",
+                               report=False)
     except (RaceSetupError, ResumeError, LedgerError, LeaderboardError, CheckpointError, DataError,
             VictoryError, CurveError, BackendError, OSError) as e:
         close()
@@ -310,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         from igla_jax.execution.race_runner import write_report
         png = write_report(Path(outcome.out), outcome.summary, run_id=outcome.run_id, preset=outcome.preset,
                            victory=outcome.victory, wall_s=outcome.wall_s, final_verdicts=final,
-                           workers=outcome.state.config.workers)
+                           workers=outcome.state.config.workers, ahead=outcome.compiled_ahead)
         if png is not None:
             print(f"report: {png} (and report.html beside it; redraw: python -m experiments.report {outcome.out})")
     if replay:

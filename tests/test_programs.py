@@ -58,6 +58,7 @@ def test_a_race_writes_the_same_ledger_with_and_without_ahead_of_time_programs(t
     from igla_jax.execution.race_runner import run_race
 
     def ledger(out, on):
+        programs.clear()
         programs.aot(on)
         try:
             o = run_race(seed=5, preset="smoke", out=out, report=False)
@@ -66,6 +67,9 @@ def test_a_race_writes_the_same_ledger_with_and_without_ahead_of_time_programs(t
         keep = ("config_id", "seed", "step", "bpb", "status", "test_bpb", "event_id", "decided_by")
         return [({k: r.get(k) for k in keep}, {k: v for k, v in r["extra"].items()
                                                 if k in ("trial_id", "action", "rung", "train_curve", "from_step")})
-                for r in o.rows]
-    with_aot, without = ledger(tmp_path / "aot", True), ledger(tmp_path / "jit", False)
+                for r in o.rows], o.compiled_ahead
+    # with: AOT programs, the next trials' compiled by the background thread (igla_jax.execution.ahead) while one
+    # trains; without: plain jit, each program compiled inside its first call (nothing can be compiled ahead)
+    (with_aot, ahead), (without, none_ahead) = ledger(tmp_path / "aot", True), ledger(tmp_path / "jit", False)
     assert with_aot == without and len(with_aot) > 5
+    assert ahead[1] >= 1 and ahead[0] > 0 and none_ahead == (0.0, 0)

@@ -21,12 +21,14 @@ from typing import Any, Callable, Sequence
 from igla_jax.evidence.leaderboard import Leaderboard
 from igla_jax.evidence.ledger import Ledger
 from igla_jax.evidence.ledger_row import CodeVersion, LedgerRow, row_kind
+from igla_jax.execution.ahead import AHEAD, CompileAhead
 from igla_jax.execution.backends import run_loop
 from igla_jax.execution.backends_live import lazy_backend
 from igla_jax.execution.rows import (ACTION_KIND, RowMaker, board_add, elapsed_of, prune_row, promoted_row,
                                      result_row, with_elapsed)
 from igla_jax.execution.runner import ActionRunner, Shape
-from igla_jax.search.race import Prune, Race, RaceState, Train
+from igla_jax.search.lookahead import upcoming
+from igla_jax.search.race import Prune, Race, RaceState, Scored, Start, Train
 from igla_jax.search.race_types import RaceSummary
 
 
@@ -67,6 +69,8 @@ class Executor:
     runs on different backends or worker counts can be compared; otherwise in arrival order.
     deadline_s: a hard stop (seconds of `clock` from construction; not the race's size, which is
     `RaceConfig.budget_s`); in-flight work is cancelled there and `--resume` continues.
+    compile_ahead: on the local backend, compile the next trials' programs in a background thread while one
+    trains (igla_jax.execution.ahead); it changes no decision and no bit, only where the compile time goes.
     Race time: every row carries extra.elapsed_s = the race time its run's earlier sessions account
     for (the rows' largest elapsed_s) plus `clock` seconds since `t0` (default: construction).
     """
@@ -76,7 +80,8 @@ class Executor:
                  filter: Any = None, deadline_s: float | None = None, clock: Callable[[], float] = time.monotonic,
                  on_event: Callable[[RaceState, Any], None] | None = None, canonical: Ledger | None = None,
                  canonical_keys: frozenset = frozenset(), backend: Any = "local", deterministic: bool | None = None,
-                 ray_address: str | None = None, compile_cache: str | None = None, t0: float | None = None):
+                 ray_address: str | None = None, compile_cache: str | None = None, t0: float | None = None,
+                 compile_ahead: bool = True):
         self.race, self.shape, self.out, self.run_id, self.version = race, shape, Path(out), run_id, version
         self.ledger, self.board, self.trainer, self.filter = ledger, board, trainer, filter
         self.deadline_s, self.clock, self.on_event = deadline_s, clock, on_event
@@ -92,22 +97,48 @@ class Executor:
         self.arrival = len(self.answers)
         self.replayed = 0
         self.executed = 0
+        self.compile_ahead = compile_ahead
+        self.ahead_s, self.ahead_n = 0.0, 0   # seconds and shapes the background compiler spent and compiled
 
     def run(self) -> tuple[RaceState, RaceSummary]:
-        be = self.backend
+        be, ahead = self.backend, None
+        on_event = self.on_event
         if isinstance(be, str):
             runner = ActionRunner(self.shape, self.out.resolve(), self.trainer, self.compile_cache)
             be = lazy_backend(be, runner, workers=self.race.config.workers, address=self.ray_address)
+            if self.backend == "local" and self.compile_ahead and runner.can_warm():
+                ahead, on_event = self._ahead(runner)
         left = None if self.deadline_s is None else (lambda: self.deadline_s - (self.clock() - self.t0))
         try:
-            done = run_loop(self.race, be, self, filter=self.filter, on_event=self.on_event, answers=self.answers,
+            done = run_loop(self.race, be, self, filter=self.filter, on_event=on_event, answers=self.answers,
                             check=self.check_row, deterministic=self.deterministic, time_left=left)
         finally:
+            if ahead is not None:
+                ahead.close(timeout=60.0)
+                self.ahead_s, self.ahead_n = ahead.seconds, ahead.compiled
             close = getattr(be, "close", None)
             if close is not None:
                 close()
         self.replayed = done.replayed
         return done.state, done.summary
+
+    def _ahead(self, runner: ActionRunner) -> tuple[CompileAhead, Callable[[RaceState, Any], None]]:
+        """A background compiler offered the race's next configs after Start and after every event (local backend:
+        its trials train in this process, so the programs it compiles are the ones they use)."""
+        ahead = CompileAhead(runner.warm, runner.shape_key)
+        race, user = self.race, self.on_event
+        ahead.offer(upcoming(race, race.step(race.init(), Start())[0], AHEAD))   # step is pure: the state run_loop starts from
+
+        replaying = [len(self.answers)]   # a resume first feeds the recorded results: their trials are not trained
+
+        def on_event(state: RaceState, ev: Any) -> None:
+            if replaying[0] > 0 and not isinstance(ev, Scored):
+                replaying[0] -= 1
+            elif replaying[0] == 0:
+                ahead.offer(upcoming(race, state, AHEAD))
+            if user is not None:
+                user(state, ev)
+        return ahead, on_event
 
     def check_row(self, a: Any, row: dict) -> None:
         """The recorded row must answer exactly this action: config, seed, step, rung and kind."""

@@ -164,7 +164,8 @@ def print_summary(console: Console, o: RaceOutcome, final_verdicts: tuple = ()) 
     else:
         console.print("accelerators: none plugged in")
     if not getattr(o, "sim_s", None):   # a replay's rows carry no measured timings
-        console.print(time_line(time_split(o.rows, s.elapsed_s, c.workers)), highlight=False)
+        console.print(time_line(time_split(o.rows, s.elapsed_s, c.workers, getattr(o, "compiled_ahead", None))),
+                      highlight=False)
     v = o.victory
     if v is None:
         why = "no champion" if s.champion_config is None else "no confirmation runs in this race (a replay)"

@@ -49,6 +49,8 @@ class RaceOutcome:
     executed: int
     replayed: int
     wall_s: float
+    # seconds and shapes compiled in the background while trials trained (igla_jax.execution.ahead; live, local)
+    compiled_ahead: tuple[float, int] = dataclasses.field(default=(0.0, 0), kw_only=True)
 
 
 def ranking(state: RaceState) -> tuple:
@@ -65,7 +67,8 @@ def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None
              canonical: bool | None = None, spec_extra: dict[str, Any] | None = None,
              executor: Any = "local", workers: int | None = None, deterministic: bool | None = None,
              ray_address: str | None = None, compile_cache: str | None = None,
-             clock: Callable[[], float] = time.monotonic, report: bool = True) -> RaceOutcome:
+             clock: Callable[[], float] = time.monotonic, report: bool = True,
+             compile_ahead: bool = True) -> RaceOutcome:
     """Runs (or resumes) one race to its Finish action; see the module docstring for the files.
 
     budget_s: the race's size in wall seconds (the anytime race; igla_jax.search.anytime), counted from
@@ -79,7 +82,8 @@ def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None
     recorded in race.json and compared on --resume. executor: "local", "population", "ray" or a
     Backend object (igla_jax.execution.executor.Executor); workers: Train actions in flight at once (the
     race's slots, part of its specification; default the preset's, 1); deterministic: feed results
-    in action-id order (default: when workers == 1); compile_cache: the XLA cache Ray workers use.
+    in action-id order (default: when workers == 1); compile_cache: the XLA cache Ray workers use;
+    compile_ahead: compile the next trials' programs while one trains (local executor; no decision changes).
     """
     t0, c0 = time.monotonic(), clock()
     pr = prereg if prereg is not None else load_prereg()
@@ -125,7 +129,8 @@ def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None
     ex = Executor(race, shape, out=out, run_id=run_id, version=code_version(), ledger=ledger, board=board,
                   rows=rows, trainer=trainer, filter=filter, deadline_s=deadline_s, clock=clock, t0=c0,
                   on_event=progress, canonical=canon, canonical_keys=canon_keys, backend=executor,
-                  deterministic=deterministic, ray_address=ray_address, compile_cache=compile_cache)
+                  deterministic=deterministic, ray_address=ray_address, compile_cache=compile_cache,
+                  compile_ahead=compile_ahead)
     try:
         state, summary = ex.run()
         top = tuple(board.top(5))
@@ -135,20 +140,22 @@ def run_race(*, seed: int, preset: str, out: Path, budget_s: float | None = None
     victory = _victory(final, summary, pr)
     if report:   # the CLI draws it itself, with the verdicts it judges on the ledger afterwards
         write_report(out, summary, run_id=run_id, preset=preset, victory=victory, wall_s=time.monotonic() - t0,
-                     workers=rc.workers)
+                     workers=rc.workers, ahead=(ex.ahead_s, ex.ahead_n))
     return RaceOutcome(run_id=run_id, out=out, preset=preset, summary=summary, state=state, board_top=top,
                        ranking=ranking(state), victory=victory, rows=final,
-                       executed=ex.executed, replayed=ex.replayed, wall_s=time.monotonic() - t0)
+                       executed=ex.executed, replayed=ex.replayed, wall_s=time.monotonic() - t0,
+                       compiled_ahead=(ex.ahead_s, ex.ahead_n))
 
 
 def write_report(out: Path, summary: RaceSummary, *, run_id: str, preset: str, victory: Any,
-                 wall_s: float, final_verdicts: tuple = (), workers: int = 1) -> Path | None:
+                 wall_s: float, final_verdicts: tuple = (), workers: int = 1,
+                 ahead: tuple[float, int] | None = None) -> Path | None:
     """summary.json (every verdict) beside the ledger, then report.png and report.html; returns the picture.
 
     The ledger is complete before this runs, so a report that cannot be drawn costs no data: it is said
     on stderr and `python -m experiments.report OUT` draws it again."""
     try:
-        timing = time_split(read_rows(Path(out))[0], summary.elapsed_s, workers)
+        timing = time_split(read_rows(Path(out))[0], summary.elapsed_s, workers, ahead)
     except ReportError:
         timing = None
     write_summary(out, summary_record(summary, run_id=run_id, preset=preset, victory=victory, wall_s=wall_s,

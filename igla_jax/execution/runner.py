@@ -60,6 +60,22 @@ class ActionRunner:
         curriculum is a program of its own)."""
         return self.configs(a)[0].shape(), a.to_step, bool(getattr(a.config, "curriculum", False))
 
+    def shape_key(self, config: Any) -> tuple:
+        """What a new trial of this config compiles: its model shape, the batch and whether it has a curriculum."""
+        s = self.shape
+        mc = config.to_model_config(context=s.context, head_dim=s.space.head_dim)
+        return mc.shape(), s.batch, bool(getattr(config, "curriculum", False))
+
+    def can_warm(self) -> bool:
+        return hasattr(self._trainer(), "warm_programs")
+
+    def warm(self, config: Any) -> float:
+        """Compiles a new trial's programs for this config ahead of its Train (seconds spent; 0: already there)."""
+        s = self.shape
+        mc = config.to_model_config(context=s.context, head_dim=s.space.head_dim)
+        # seed and horizon are traced values, not part of the program: any will do
+        return self._trainer().warm_programs(mc, config.to_train_config(seed=0, total_steps=1000, batch=s.batch))
+
     def pays(self, actions: list) -> bool:
         tr = self._trainer()
         pays = getattr(tr, "population_pays", None)

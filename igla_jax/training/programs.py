@@ -9,7 +9,9 @@ so results are bit-identical with or without this cache (tests/test_programs.py 
 with `IGLA_JAX_AOT=0`, plain jit, whose compile time hides inside the first call).
 
 `compile_seconds()` is the running total of this process; callers take differences around a call.
-Thread-safe: `warm` may compile the next shape in another thread while this one trains.
+Thread-safe: another thread may compile the next shape while this one trains (`warm`, or `ensure`, which
+the race's background compiler calls through `igla_jax.training.train.warm_programs`); a call that needs a
+program being compiled elsewhere waits for it, and counts the wait as its compile seconds.
 """
 from __future__ import annotations
 
@@ -44,15 +46,27 @@ def compiled(name: str, fn: Any, *args: Any, **kwargs: Any) -> tuple[Callable[..
     Pass the arguments as to `fn`, static ones included; call the result with the non-static ones only. The
     seconds include waiting for another thread that is compiling the same program (`warm`).
     """
+    prog, waited, _ = _get(name, fn, args, kwargs)
+    return prog, waited
+
+
+def ensure(name: str, fn: Any, *args: Any, **kwargs: Any) -> float:
+    """Makes sure this process has the program (as `compiled`); returns the seconds this call spent compiling it:
+    0 when it was there, or when another thread compiled it meanwhile (the background compiler's own figure)."""
+    return _get(name, fn, args, kwargs)[2]
+
+
+def _get(name: str, fn: Any, args: tuple, kwargs: dict[str, Any]) -> tuple[Callable[..., Any], float, float]:
+    """(program, seconds this call waited for it, seconds this call compiled)."""
     if _OFF[0]:   # jit's own program for these arguments, compiled inside the first call (not timed apart)
-        return _jit_call(fn, args, kwargs), 0.0
+        return _jit_call(fn, args, kwargs), 0.0, 0.0
     key = _signature(name, args, kwargs)
     t_call, wait_started = time.perf_counter(), False
     while True:
         with _LOCK:
             prog = _PROGRAMS.get(key)
             if prog is not None:
-                return prog, time.perf_counter() - t_call if wait_started else 0.0
+                return prog, time.perf_counter() - t_call if wait_started else 0.0, 0.0
             wait = _PENDING.get(key)
             if wait is None:
                 _PENDING[key] = threading.Event()
@@ -66,7 +80,7 @@ def compiled(name: str, fn: Any, *args: Any, **kwargs: Any) -> tuple[Callable[..
         with _LOCK:
             _PROGRAMS[key] = prog
             _SPENT[0] += dt
-        return prog, time.perf_counter() - t_call
+        return prog, time.perf_counter() - t_call, dt
     finally:
         with _LOCK:
             _PENDING.pop(key).set()

@@ -13,11 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from igla_jax.training import checkpoint as ckpt
-from igla_jax.training.data import splits
+from igla_jax.training.data import EVAL_BATCH, splits
 from igla_jax.training.models import ConfigError, ModelConfig, count_params
-from igla_jax.training.programs import compiled
-from igla_jax.training.step import (TrainConfig, TrainState, _summarise, init_state, population_chunk, train_chunk,
-                                    validation_bpb)
+from igla_jax.training.programs import compiled, ensure
+from igla_jax.training.step import (TrainConfig, TrainState, _eval_logits, _summarise, init_state, population_chunk,
+                                    train_chunk, validation_bpb)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +73,21 @@ def train_state_to(state: TrainState, train_cfg: TrainConfig, to_step: int,
         if progress is not None:
             progress(int(state.step), to_step, bits)
     return state, "ok", bits
+
+
+def warm_programs(model_cfg: ModelConfig, train_cfg: TrainConfig) -> float:
+    """Compiles the shape's training chunk and evaluation program now, in this thread, from shapes alone (nothing
+    is trained); returns the seconds this call spent compiling (0 when this process already had both, or when
+    another thread compiled them meanwhile). A background thread calls it
+    with the next configs while a trial trains (`igla_jax.execution.ahead`); the trial's own `compiled` call then
+    finds the program (or waits for it) instead of compiling, and the program is the same either way."""
+    state = jax.eval_shape(lambda: init_state(model_cfg, train_cfg))
+    train_N = splits()[0]
+    n_sds = jax.ShapeDtypeStruct(train_N.shape, jnp.asarray(train_N[:1]).dtype)
+    end = jax.ShapeDtypeStruct((), jnp.int32)
+    return (ensure("train_chunk", train_chunk, state, n_sds, end, batch=train_cfg.batch)
+            + ensure("eval_logits", _eval_logits, state.cfg, state.params,
+                     jax.ShapeDtypeStruct((EVAL_BATCH, state.cfg.context), jnp.int32)))
 
 
 def run_trial(model_cfg: ModelConfig, train_cfg: TrainConfig, *, to_step: int,
