@@ -69,7 +69,8 @@ def test_a_race_writes_the_same_ledger_with_and_without_ahead_of_time_programs(t
                                                 if k in ("trial_id", "action", "rung", "train_curve", "from_step")})
                 for r in o.rows], o.compiled_ahead
     # with: AOT programs, the next trials' compiled by the background thread (igla_jax.execution.ahead) while one
-    # trains; without: plain jit, each program compiled inside its first call (nothing can be compiled ahead)
-    (with_aot, ahead), (without, none_ahead) = ledger(tmp_path / "aot", True), ledger(tmp_path / "jit", False)
+    # trains; without: plain jit, each program compiled inside its first call (the background thread can only
+    # build the next shapes' fresh states, which caches their operations)
+    (with_aot, ahead), (without, jit_ahead) = ledger(tmp_path / "aot", True), ledger(tmp_path / "jit", False)
     assert with_aot == without and len(with_aot) > 5
-    assert ahead[1] >= 1 and ahead[0] > 0 and none_ahead == (0.0, 0)
+    assert ahead[1] >= 1 and jit_ahead[1] >= 1   # the thread ran in both: the ledgers agree all the same

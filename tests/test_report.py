@@ -59,8 +59,10 @@ def test_a_smoke_race_writes_its_summary_and_report(smoke):
     assert t["actions"] == len(timed) == len([r for r in rows if r["status"] in ("trained", "confirmed",
                                                                                     "reproduced", "diverged")]) > 0
     assert t["compile_s"] == pytest.approx(sum(r["extra"]["timing"]["compile_s"] for r in timed), abs=1e-3)
-    assert t["compile_s"] > 0 and t["train_s"] > 0 and t["eval_s"] > 0 and t["other_s"] >= 0
-    assert t["compile_s"] + t["train_s"] + t["eval_s"] + t["other_s"] == pytest.approx(s["elapsed_s"], rel=0.02)
+    assert t["compile_s"] > 0 and t["train_s"] > 0 and t["eval_s"] > 0 and t["init_s"] > 0 and t["other_s"] >= 0
+    assert t["init_s"] == pytest.approx(sum(r["extra"]["timing"]["init_s"] for r in timed), abs=1e-3)
+    parts = t["compile_s"] + t["train_s"] + t["eval_s"] + t["init_s"] + t["other_s"]
+    assert parts == pytest.approx(s["elapsed_s"], rel=0.02)
 
 
 def test_the_report_draws_what_the_ledger_holds(smoke):

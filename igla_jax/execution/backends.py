@@ -53,6 +53,7 @@ class Result:
     compile_s: float | None = None   # live only (igla_jax.training.train.TrialResult): where the time went
     train_s: float | None = None
     eval_s: float | None = None
+    init_s: float | None = None      # building the starting state, before wall_s began (igla_jax.training.train)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -66,7 +66,8 @@ def run_action(runner: ActionRunner, action: Any, kill_marker: str | None = None
                  params=None if getattr(r, "params", None) is None else int(r.params),
                  tokens_per_s=float(r.tokens_per_s), wall_s=float(r.wall_s), test_bpb=getattr(r, "test_bpb", None),
                  train_curve=tuple(getattr(r, "train_curve", ()) or ()), compile_s=getattr(r, "compile_s", None),
-                 train_s=getattr(r, "train_s", None), eval_s=getattr(r, "eval_s", None))
+                 train_s=getattr(r, "train_s", None), eval_s=getattr(r, "eval_s", None),
+                 init_s=getattr(r, "init_s", None))
     return {"result": res, "start": start, "finish": time.time(), "pid": os.getpid()}
 
 

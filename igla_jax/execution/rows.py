@@ -88,7 +88,7 @@ def result_row(make: RowMaker, a: Any, res: Any, *, reproduce_tol: float) -> Led
                 wall_s=_wall(res), note=note, extra=extra, test_bpb=test_bpb)
 
 
-TIMING = ("compile_s", "train_s", "eval_s")
+TIMING = ("compile_s", "train_s", "eval_s", "init_s")
 
 
 def curve_of(res: Any) -> list[float | None]:

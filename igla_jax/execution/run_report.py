@@ -37,19 +37,20 @@ def _num(x: Any) -> float | None:
 def time_split(rows: Sequence[Mapping[str, Any]], race_s: float | None, workers: int = 1,
                ahead: tuple[float, int] | None = None) -> dict[str, Any] | None:
     """Where a live race's time went (issue 23), from its rows' measured `extra.timing`: seconds compiling
-    programs, training and evaluating, summed over every action, and `other_s`: workers x race time minus
-    those (the race's own bookkeeping, checkpoints, data, waiting). None when no row measured its time (a
+    programs, training, evaluating and initialising (a fresh state and its checkpoint; a shape's first one
+    compiles JAX's operations one by one), summed over every action, and `other_s`: workers x race time minus
+    those (the race's own bookkeeping, checkpoint writes, data, waiting). None when no row measured its time (a
     replay, or a ledger written before the timings were recorded). An action's compile seconds are the ones
     it waited for; ahead = (seconds, shapes) compiled in the background meanwhile (igla_jax.execution.ahead)."""
     timed = [r["extra"]["timing"] for r in rows if isinstance(r.get("extra"), Mapping) and "timing" in r["extra"]]
     if not timed:
         return None
     out: dict[str, Any] = {k: round(math.fsum(float(t.get(k, 0.0)) for t in timed), 3)
-                           for k in ("compile_s", "train_s", "eval_s")}
+                           for k in ("compile_s", "train_s", "eval_s", "init_s")}
     out["actions"] = len(timed)
     if race_s is not None and math.isfinite(race_s) and race_s > 0:
         total = workers * race_s
-        out["other_s"] = round(max(0.0, total - out["compile_s"] - out["train_s"] - out["eval_s"]), 3)
+        out["other_s"] = round(max(0.0, total - out["compile_s"] - out["train_s"] - out["eval_s"] - out["init_s"]), 3)
         out["compile_share"] = round(out["compile_s"] / total, 4)
     if ahead is not None and ahead[1] > 0:
         out["ahead_s"], out["ahead_shapes"] = round(float(ahead[0]), 3), int(ahead[1])
@@ -64,8 +65,9 @@ def time_line(t: Mapping[str, Any] | None) -> str:
     other = f", other {t['other_s']:.1f} s" if "other_s" in t else ""
     bg = (f"; compiled ahead in the background: {t['ahead_s']:.1f} s for {t['ahead_shapes']} shapes"
           if t.get("ahead_shapes") else "")
+    init = f", initialise {t['init_s']:.1f} s" if t.get("init_s") else ""
     return (f"time: compile {t['compile_s']:.1f} s{share}, train {t['train_s']:.1f} s, evaluate "
-            f"{t['eval_s']:.1f} s{other}, over {t['actions']} actions{bg}")
+            f"{t['eval_s']:.1f} s{init}{other}, over {t['actions']} actions{bg}")
 
 
 def summary_record(summary: Any, *, run_id: str, preset: str, victory: Any = None,

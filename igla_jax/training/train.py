@@ -41,6 +41,9 @@ class TrialResult:
     compile_s: float = 0.0
     train_s: float = 0.0
     eval_s: float = 0.0
+    # seconds building the starting state before wall_s began (fresh parameters, then the checkpoint's values):
+    # on a shape's first use in a process, mostly JAX compiling the initialisers' operations one by one
+    init_s: float = 0.0
 
 
 ProgressFn = Callable[[int, int, float], None]   # (step, to_step, train_bits)
@@ -76,16 +79,20 @@ def train_state_to(state: TrainState, train_cfg: TrainConfig, to_step: int,
 
 
 def warm_programs(model_cfg: ModelConfig, train_cfg: TrainConfig) -> float:
-    """Compiles the shape's training chunk and evaluation program now, in this thread, from shapes alone (nothing
-    is trained); returns the seconds this call spent compiling (0 when this process already had both, or when
-    another thread compiled them meanwhile). A background thread calls it
+    """Prepares a shape's first trial now, in this thread, without training: builds a fresh state eagerly (which
+    compiles and caches the initialisers' operations) and compiles the training chunk and the evaluation program;
+    returns the seconds spent (the state's build, nearly nothing once its operations are cached, plus the
+    compiles this call made: 0 when this process already had them or another thread compiled them meanwhile). A background thread calls it
     with the next configs while a trial trains (`igla_jax.execution.ahead`); the trial's own `compiled` call then
     finds the program (or waits for it) instead of compiling, and the program is the same either way."""
-    state = jax.eval_shape(lambda: init_state(model_cfg, train_cfg))
+    t0 = time.perf_counter()
+    state = init_state(model_cfg, train_cfg)   # eagerly, as a trial does: its operations' compiles are then cached
+    jax.block_until_ready(state.params)
+    init_s = time.perf_counter() - t0
     train_N = splits()[0]
     n_sds = jax.ShapeDtypeStruct(train_N.shape, jnp.asarray(train_N[:1]).dtype)
     end = jax.ShapeDtypeStruct((), jnp.int32)
-    return (ensure("train_chunk", train_chunk, state, n_sds, end, batch=train_cfg.batch)
+    return (init_s + ensure("train_chunk", train_chunk, state, n_sds, end, batch=train_cfg.batch)
             + ensure("eval_logits", _eval_logits, state.cfg, state.params,
                      jax.ShapeDtypeStruct((EVAL_BATCH, state.cfg.context), jnp.int32)))
 
@@ -100,10 +107,12 @@ def run_trial(model_cfg: ModelConfig, train_cfg: TrainConfig, *, to_step: int,
     """
     if to_step < 1:
         raise ConfigError(f"to_step={to_step!r}: must be >= 1")
+    t_init = time.perf_counter()
     state = init_state(model_cfg, train_cfg)
     if from_checkpoint is not None:
         state = ckpt.restore(from_checkpoint, state, model_cfg, train_cfg)
     start = int(state.step)
+    init_s = time.perf_counter() - t_init
     if start > to_step:
         raise ConfigError(f"checkpoint {from_checkpoint} is at step {start}, past to_step={to_step}")
     t0 = time.perf_counter()
@@ -119,14 +128,15 @@ def run_trial(model_cfg: ModelConfig, train_cfg: TrainConfig, *, to_step: int,
     v7 = curriculum_fields(state, int(state.step) - start, train_cfg.batch)
     if status == "diverged":
         return TrialResult(float("nan"), "diverged", int(state.step), n, tokens / max(wall, 1e-9), wall, bits,
-                           train_curve=tc_curve, compile_s=timing.get("compile_s", 0.0), train_s=train_s, **v7)
+                           train_curve=tc_curve, compile_s=timing.get("compile_s", 0.0), train_s=train_s,
+                           init_s=init_s, **v7)
     bpb = validation_bpb(state, timing=timing)
     test = validation_bpb(state, "test", timing=timing) if eval_test else None
     if save_checkpoint is not None:
         ckpt.save(save_checkpoint, state, model_cfg, train_cfg)
     return TrialResult(bpb, "ok", int(state.step), n, tokens / max(wall, 1e-9), wall, bits, test, tc_curve,
                        compile_s=timing.get("compile_s", 0.0), train_s=train_s, eval_s=timing.get("eval_s", 0.0),
-                       **v7)
+                       init_s=init_s, **v7)
 
 
 def curriculum_fields(state: TrainState, steps: int, batch: int) -> dict[str, Any]:
@@ -181,10 +191,12 @@ def run_population(model_cfg: ModelConfig | Sequence[ModelConfig], train_cfgs: l
     from_checkpoints = from_checkpoints or [None] * n
     save_checkpoints = save_checkpoints or [None] * n
     states = []
+    t_init = time.perf_counter()
     for mc, tc, src in zip(mcs, train_cfgs, from_checkpoints):
         st = init_state(mc, tc)
         states.append(ckpt.restore(src, st, mc, tc) if src is not None else st)
     starts = [int(s.step) for s in states]
+    init_s = time.perf_counter() - t_init
     if max(starts) > to_step:
         raise ConfigError(f"run_population: a checkpoint is past to_step={to_step} (steps {starts})")
     pop = stack_states(states)
@@ -210,7 +222,7 @@ def run_population(model_cfg: ModelConfig | Sequence[ModelConfig], train_cfgs: l
     jax.block_until_ready(pop.params)
     wall = time.perf_counter() - t0
     # the group's compile and training seconds are split evenly over its members, so a ledger's sums are right
-    share = {"compile_s": comp / n, "train_s": (wall - comp) / n}
+    share = {"compile_s": comp / n, "train_s": (wall - comp) / n, "init_s": init_s / n}
     results = []
     for i, tc in enumerate(train_cfgs):
         st = unstack_state(pop, i)
