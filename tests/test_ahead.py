@@ -42,7 +42,7 @@ def test_compile_ahead_compiles_each_shape_once_newest_offer_first_and_survives_
             raise ValueError("cannot lower")
         return 0.5
 
-    ahead = CompileAhead(warm, key=lambda c: c.rstrip("'"))
+    ahead = CompileAhead(warm, key=lambda c: c.rstrip("'"), threads=1)
     ahead.offer(["a", "b"])
     time.sleep(0.2)                      # the thread took "a" and waits at the gate
     ahead.offer(["c", "b'", "bad"])      # "b'" has b's shape: not again
