@@ -80,7 +80,7 @@ def result_row(make: RowMaker, a: Any, res: Any, *, reproduce_tol: float) -> Led
         extra["params"] = int(res.params)
     extra["tokens_per_s"] = round(float(res.tokens_per_s), 3)
     if getattr(res, "compile_s", None) is not None:   # a live run: compile, training and evaluation seconds
-        extra["timing"] = {k: round(float(getattr(res, k) or 0.0), 6) for k in TIMING}
+        extra["timing"] = {k: round(float(getattr(res, k, None) or 0.0), 6) for k in TIMING}
     if isinstance(a, Train):
         extra["rung"] = a.rung
         extra["train_curve"] = curve_of(res)
