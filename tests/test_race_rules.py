@@ -19,7 +19,7 @@ from igla_jax.search.anytime import fits
 from igla_jax.search.frozen import evolve
 from igla_jax.search.interfaces import RandomSampler, draw_fresh, draw_fresh_at
 from igla_jax.search.race import Race, RaceConfig, RungDone, Start, Train
-from igla_jax.search.race_rules import promotion_cutoff, rung_results, waiting_at
+from igla_jax.search.race_rules import index_of, promotion_cutoff, reindexed, rung_index
 from igla_jax.search.race_types import Counters, RaceState, RungResult, Trial, trial_index
 from igla_jax.search.search_space import DEFAULT_SPACE, Config
 
@@ -137,7 +137,11 @@ class _Checked(Race):
     def _next_promotion(self, state: RaceState) -> Trial | None:
         got = super()._next_promotion(state)
         assert got == _scan_next_promotion(self, state)
-        self.seen.append(None if got is None else got.trial_id)
+        carried = state.ladder is not None and state.ladder.of is state.trials
+        if carried:   # the index the race kept equals the one its trials give
+            fresh = index_of(state.trials, len(state.config.rungs))
+            assert (state.ladder.at, state.ladder.waiting) == (fresh.at, fresh.waiting)
+        self.seen.append((None if got is None else got.trial_id, carried))
         return got
 
 
@@ -157,18 +161,40 @@ def test_next_promotion_and_end_ranks_equal_the_scan(seed, workers, eta, trials,
                       1.0, "diverged" if bad else "ok")
         state, acts = race.step(state, ev)
         pending += [x for x in acts if isinstance(x, Train)]
-    assert any(x is not None for x in race.seen)   # promotions were chosen (and compared), not only "none"
+    assert any(x is not None for x, _ in race.seen)   # promotions were chosen (and compared), not only "none"
+    assert sum(c for _, c in race.seen) >= len(race.seen) - 1   # every read but the first (no trial yet) kept its index
     for p in (x for x in acts if getattr(x, "decided_by", None) == "asha"):   # the end's ranks: a count per trial
         t = state.trial(p.trial_id)
         k = len(t.results) - 1
-        at_k = rung_results(state.trials, len(rc.rungs))[k]
+        at_k = [math.inf if x.results[k].bpb is None else x.results[k].bpb for x in state.trials if len(x.results) > k]
         assert f"(rank {1 + sum(b < p.bpb for b in at_k)} of {len(at_k)} " in p.reason
 
 
-def test_rung_tables_match_their_definitions():
+def test_rung_index_matches_its_definition_and_a_hand_built_state_is_reindexed():
     ts = (Trial("t0000", A, 0, "waiting", (RungResult(0, 10, 2.0, 1.0),)),
           Trial("t0001", A, 0, "diverged", (RungResult(0, 10, None, 1.0),)),
           Trial("t0002", A, 0, "waiting", (RungResult(0, 10, 1.0, 1.0), RungResult(1, 30, 0.9, 1.0))),
           Trial("t0003", A, 0, "running", (RungResult(0, 10, 3.0, 1.0),)))
-    assert rung_results(ts, 3) == [[2.0, math.inf, 1.0, 3.0], [0.9], []]
-    assert waiting_at(ts, 0) == [(2.0, "t0000", ts[0])] and waiting_at(ts, 1) == [(0.9, "t0002", ts[2])]
+    idx = index_of(ts, 3)
+    assert idx.at == ((1.0, 2.0, 3.0, math.inf), (0.9,), ()) and idx.waiting == (((2.0, "t0000"),), ((0.9, "t0002"),), ())
+    rc = RaceConfig(rungs=(10, 30, 90), eta=3, seed=1, max_trials=9, victory_seeds=(42,), reproduce_tol=1e-4)
+    start = Race(rc).init()
+    hand = dataclasses.replace(start, trials=ts)   # carries no index for these trials: it is rebuilt
+    assert rung_index(hand).at == idx.at and rung_index(hand).of is ts
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3), st.sampled_from(["waiting", "running", "pruned"]),
+                          st.sampled_from([1.0, 2.0, 2.5, None])), min_size=1, max_size=30))
+def test_reindexed_equals_the_index_rebuilt(changes):
+    """Any sequence of trial changes (results grown or cut, statuses, diverged results), applied one by one."""
+    trials = tuple(Trial(f"t{i:04d}", A, 0, "running") for i in range(6))
+    idx = index_of(trials, 3)
+    for i, n, status, b in changes:
+        old = trials[i]
+        res = tuple(RungResult(k, 10 * (k + 1), b if k == n - 1 else 1.5 + k, 1.0) for k in range(n))
+        new = dataclasses.replace(old, status=status, results=res)
+        trials = trials[:i] + (new,) + trials[i + 1:]
+        idx = reindexed(idx, [(old, new)], trials)
+        fresh = index_of(trials, 3)
+        assert (idx.at, idx.waiting, idx.of) == (fresh.at, fresh.waiting, trials)

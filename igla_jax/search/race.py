@@ -37,11 +37,11 @@ from igla_jax.search.frozen import evolve
 from igla_jax.search.interfaces import Allocator, Filter, Pruner, RandomSampler, RoundRobin, Sampler
 from igla_jax.search.race_types import (Action, BudgetExhausted, Confirm, ConfirmDone, Counters, Event, Finish, Prune,
                                         RaceConfig, RaceError, RaceState, Reproduce, ReproduceDone, RungDone,
-                                        RungResult, Score, Scored, SeedRun, Start, Train, Trial)
-from igla_jax.search.race_rules import (bpb_or_inf as _bpb_or_inf, ckpt as _ckpt, emit as _emit,
-                                        finite_at_most as _finite_at_most, promotable,
-                                        promotion_cutoff as _promotion_cutoff, rung_results, waiting_at,
-                                        set_verdict as _set_verdict, with_statuses, with_trial as _with_trial)
+                                        RungResult, Score, Scored, SeedRun, Start, Train, Trial, trial_index)
+from igla_jax.search.race_rules import (ckpt as _ckpt, emit as _emit, finite_at_most as _finite_at_most, promotable,
+                                        promotion_cutoff as _promotion_cutoff,  # noqa: F401  (tests read it here)
+                                        rung_index, set_verdict as _set_verdict, with_new_trial, with_statuses,
+                                        with_trial as _with_trial)
 from igla_jax.search.search_space import Config
 
 __all__ = [
@@ -260,8 +260,7 @@ class Race:
         c = state.config
         tid = f"t{state.counters.started:04d}"
         trial = Trial(trial_id=tid, config=cfg, seed=c.search_seed, status="running")
-        state = evolve(state, trials=state.trials + (trial,), queue=queue,
-                       counters=state.counters.add(started=1),
+        state = evolve(with_new_trial(state, trial), queue=queue, counters=state.counters.add(started=1),
                        allocator_state=self.allocator.credit(state.allocator_state, cfg.family))
         state, act = _emit(state, lambda i: Train(
             i, tid, cfg, c.search_seed, 0, 0, c.rungs[0], c.rungs[-1], None, _ckpt(tid, c.rungs[0]) if len(c.rungs) > 1 else None,
@@ -272,15 +271,17 @@ class Race:
     def _next_promotion(self, state: RaceState) -> Trial | None:
         c = state.config
         draining = not self._can_start(state)
-        at = rung_results(state.trials, len(c.rungs) - 1)
-        waiting = [t for t in state.trials if t.status == "waiting"]
+        idx = rung_index(state)
         for k in reversed(range(len(c.rungs) - 1)):
-            if len(at[k]) < c.eta and not draining:
+            at_k = idx.at[k]   # sorted: the cutoff is an index into it
+            if len(at_k) < c.eta and not draining:
                 continue
-            cut = _promotion_cutoff(at[k], c.eta)
-            # the promotable trials waiting at rung k, best first (ties by trial id); the best that fits the budget
-            for _, _, t in sorted(w for w in waiting_at(waiting, k) if w[0] is not None and _finite_at_most(w[0], cut)):
-                if fits(state, t):
+            cut = at_k[max(1, len(at_k) // c.eta) - 1] if at_k else -math.inf   # = _promotion_cutoff(at_k, eta)
+            for b, tid in idx.waiting[k]:   # the trials waiting at rung k, best first (ties by trial id)
+                if not _finite_at_most(b, cut):
+                    break                   # the rest are no better: none of them is promotable
+                t = state.trials[trial_index(state.trials, tid)]
+                if fits(state, t):          # the best promotable trial that fits the budget
                     return t
         return None
 
@@ -293,7 +294,7 @@ class Race:
             state = evolve(state, pruner_state=dec.state,
                            verdicts=_set_verdict(state.verdicts, self.pruner.name, dec.verdict))
             if j.prune:
-                if r.bpb == min(_bpb_or_inf(x.results[k]) for x in state.trials if len(x.results) > k):
+                if r.bpb == rung_index(state).at[k][0]:   # the best result at rung k
                     raise RaceError(f"pruner {self.pruner.name!r} pruned {t.trial_id}, the best trial at rung {k + 1}")
                 state = _with_trial(state, t.trial_id, lambda x: evolve(x, status="pruned"))
                 v = dict(state.verdicts).get(self.pruner.name)
@@ -314,7 +315,7 @@ class Race:
         c = state.config
         champ = best_at_top(state)
         stop = "budget" if self._start_limit(state) == "budget" else None
-        at = [sorted(x) for x in rung_results(state.trials, len(c.rungs))]   # results only: statuses change below
+        at = rung_index(state).at   # every rung's results, sorted (statuses change below, results do not)
         pruned = []
         for t in state.trials:
             if t.status != "waiting" or (champ is not None and t.trial_id == champ.trial_id):

@@ -294,6 +294,15 @@ Action = Union[Train, Prune, Confirm, Reproduce, Score, Finish]
 
 
 @dataclasses.dataclass(frozen=True)
+class RungIndex:
+    """Every rung's results, sorted (diverged = +inf), and the trials waiting at each rung as sorted (bpb, trial id):
+    a function of `of`, the trials tuple it was made for (igla_jax.search.race_rules keeps it)."""
+    of: tuple[Trial, ...]
+    at: tuple[tuple[float, ...], ...]
+    waiting: tuple[tuple[tuple[float, str], ...], ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class RaceState:
     """The whole search state; rung membership, counters and plugin states all live here."""
     config: RaceConfig
@@ -314,6 +323,9 @@ class RaceState:
     pruner_state: Any = None
     filter_state: Any = None
     elapsed_s: float = 0.0             # race time of the latest event that carried one
+    # what promotions read, derived from `trials` and kept with them (igla_jax.search.race_rules.rung_index):
+    # used only while it describes this very trials tuple, rebuilt otherwise; not part of the state's value
+    ladder: "RungIndex | None" = dataclasses.field(default=None, compare=False, repr=False)
 
     def trial(self, trial_id: str) -> Trial:
         i = trial_index(self.trials, trial_id)
