@@ -20,6 +20,11 @@ the normal reference rule clipped to [bohb_min_bandwidth, 1]. A proposal is:
   probability 1 - min(1, factor * bw), else redrawn uniformly (HpBandSter's rule for discrete
   hyperparameters). Ties break by config id.
 
+The density model (observations, encoding, the KDE fit, the pdf): `accelerators.bohb_density`. The
+sampler keeps what is a pure function of its own inputs (lever values, the encoded candidates of a
+finite space, the fits of the last rankings it saw), so a proposal costs one fit only when a rung's
+results changed, with the same bits.
+
 Warm start: `history` (config, rung index, BPB) observations are added to the race's own results
 when the models are fitted, e.g. rows of past ledgers of the same preset (`history_from_rows`).
 The harness and the V3 study use none (a replay warm-started from the table it replays would
@@ -34,6 +39,7 @@ assertions/v3_verdict.json, written by `python -m experiments.v3_study` for the 
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
@@ -42,27 +48,19 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from accelerators.bohb_density import (DensityModel, Observation, V3Error, encode, fit_model, fit_ranked,  # noqa: F401
+                                       history_from_rows, lever_values, ordered_pdf, race_observations, ranked)
 from igla_jax.evidence.prereg import Prereg, repo_root
 from igla_jax.evidence.verdict import Verdict, VerdictFileError, load_verdict_file, write_verdict_file
+from igla_jax.search.frozen import evolve
 from igla_jax.search.interfaces import Proposal, RandomSampler
-from igla_jax.search.search_space import LEVER_FIELDS, Config
+from igla_jax.search.search_space import Config
 
 if TYPE_CHECKING:
     from igla_jax.search.race import RaceState
 
 VERDICT_FILE = "v3_verdict.json"
 VERDICT_KIND = "igla-v3-verdict"
-
-
-class V3Error(ValueError):
-    """A BOHB space, history or regret series is malformed; the message names it."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Observation:
-    config: Config
-    rung: int
-    bpb: float          # +inf for a diverged result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,116 +71,6 @@ class BOHBState:
     fallback: Any
     last: str = "none"   # "random" | "model rung K" | "no model" | "disabled"
     model_proposals: int = 0
-
-
-def lever_values(space: Any, family: str) -> tuple[tuple[Any, ...], ...]:
-    """The sorted distinct values of each lever of `family` in a SearchSpace or a finite (table) space."""
-    if hasattr(space, "values"):
-        return tuple(tuple(vs) for vs in space.values(family))
-    cfgs = space.configs(family)
-    return tuple(tuple(sorted({getattr(c, f) for c in cfgs})) for f in LEVER_FIELDS)
-
-
-def encode(cfg: Config, values: Sequence[Sequence[float]]) -> np.ndarray:
-    """The config as value indices per lever (nearest value, so a config from another grid still maps)."""
-    return np.array(_indices(cfg, tuple(tuple(vs) for vs in values)), np.int64)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _indices(cfg: Config, values: tuple[tuple[Any, ...], ...]) -> tuple[int, ...]:
-    # a replay encodes the same few hundred configs thousands of times: each once per grid
-    return tuple(int(np.argmin([abs(float(getattr(cfg, f)) - float(x)) for x in vs]))
-                 for f, vs in zip(LEVER_FIELDS, values))
-
-
-def race_observations(race: "RaceState", family: str, diverged_bpb: float = math.inf) -> tuple[Observation, ...]:
-    """Every rung result of the family's trials in the race (diverged = diverged_bpb)."""
-    out = []
-    for t in race.trials:
-        if t.config.family != family:
-            continue
-        for k, r in enumerate(t.results):
-            out.append(Observation(t.config, k, diverged_bpb if r.bpb is None else float(r.bpb)))
-    return tuple(out)
-
-
-def history_from_rows(rows: Sequence[Mapping[str, Any]], rungs: Sequence[int]) -> tuple[Observation, ...]:
-    """Warm-start observations from ledger rows of a race with the same rungs: every search result row."""
-    from igla_jax.search.search_space import config_from_dict
-    out = []
-    for r in rows:
-        extra = r.get("extra") or {}
-        if extra.get("action") != "train" or r.get("status") not in ("trained", "diverged"):
-            continue
-        k = extra.get("rung")
-        if k is None or not 0 <= int(k) < len(rungs):
-            continue
-        bpb = math.inf if r.get("bpb") is None else float(r["bpb"])
-        out.append(Observation(config_from_dict(r["config"], source=f"ledger row {r.get('event_id')}"), int(k), bpb))
-    return tuple(out)
-
-
-@dataclasses.dataclass(frozen=True)
-class DensityModel:
-    """l(x) and g(x) of one family at one rung (the varying levers only)."""
-    rung: int
-    dims: tuple[int, ...]
-    good: Any
-    bad: Any
-    good_points: np.ndarray
-    n_good: int
-    n_bad: int
-
-    def ratio(self, x: np.ndarray) -> np.ndarray:
-        xs = x[:, self.dims].astype(float)
-        return ordered_pdf(self.good, xs) / np.maximum(ordered_pdf(self.bad, xs), 1e-32)
-
-
-def ordered_pdf(kde: Any, xs: np.ndarray) -> np.ndarray:
-    """statsmodels' `KDEMultivariate.pdf` of an all-ordinal KDE at every row of xs at once: the same bits.
-
-    The Wang-van Ryzin kernel (Wang and van Ryzin 1981; statsmodels' `kernels.wang_ryzin`) is
-    (1 - h) where the value index equals the point's and 0.5 (1 - h) h^|X - x| elsewhere; a point's
-    density is the mean over the data of the product over levers. statsmodels loops over the points in
-    Python; this evaluates the same elementwise expressions for all of them, multiplies the levers left
-    to right and sums each point's row, as statsmodels' reductions do (tests/test_bohb.py checks the bytes).
-    """
-    if set(kde.var_type) != {"o"}:
-        raise V3Error(f"ordered_pdf: var_type {kde.var_type!r} is not all ordinal")
-    data, bw = np.asarray(kde.data, float), np.asarray(kde.bw, float)
-    xs = np.asarray(xs, float).reshape(-1, data.shape[1])
-    dens = None
-    for j in range(data.shape[1]):
-        h, col, at = bw[j], data[None, :, j], xs[:, j, None]
-        k = np.where(col == at, 1 - h, 0.5 * (1 - h) * (h ** abs(col - at)))
-        dens = k if dens is None else dens * k
-    return np.array([row.sum(axis=0) / kde.nobs for row in dens], float)
-
-
-def fit_model(obs: Sequence[Observation], rung: int, values: Sequence[Sequence[float]], prereg: Prereg
-              ) -> DensityModel | None:
-    """The rung's KDE pair by HpBandSter's rule, or None when the rung has too few results."""
-    from statsmodels.nonparametric.kernel_density import KDEMultivariate
-    pts = [o for o in obs if o.rung == rung]
-    dims = tuple(i for i, vs in enumerate(values) if len(vs) > 1)
-    d = len(dims)
-    if d == 0 or not pts:
-        return None
-    n = len(pts)
-    n_good = max(d + 1, int(math.floor(prereg.bohb_top_fraction * n)))
-    n_bad = max(d + 1, int(math.floor((1.0 - prereg.bohb_top_fraction) * n)))
-    order = sorted(range(n), key=lambda i: (pts[i].bpb, pts[i].config.config_id))
-    x = np.stack([encode(p.config, values) for p in pts])[:, dims]
-    good, bad = x[order[:n_good]], x[order[n_good:n_good + n_bad]]
-    if len(good) <= d or len(bad) <= d:
-        return None
-    kdes = []
-    for data in (good, bad):
-        kde = KDEMultivariate(data=data.astype(float), var_type="o" * d, bw="normal_reference",
-                              rng=np.random.default_rng(0))  # the normal reference rule draws nothing
-        kde.bw = np.clip(np.nan_to_num(kde.bw, nan=1.0), prereg.bohb_min_bandwidth, 1.0)
-        kdes.append(kde)
-    return DensityModel(rung, dims, kdes[0], kdes[1], good, len(good), len(bad))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,12 +100,42 @@ class BOHBSampler:
         how = "BOHB density-ratio sampling over ASHA's rungs" if self.enabled else "uniform sampling (V3 disabled)"
         return f"{self.name}: {how}; V3 {self.verdict.line()}"
 
+    @functools.cached_property
+    def _memo(self) -> dict[Any, Any]:
+        """Pure functions of this sampler's immutable inputs, kept: lever values and (for a finite space) every
+        candidate, encoded, per family; the last fits by (family, rung, ranked points). Same values, computed once."""
+        return {}
+
+    def _values(self, family: str) -> tuple[tuple[Any, ...], ...]:
+        key = ("values", family)
+        if key not in self._memo:
+            self._memo[key] = lever_values(self.space, family)
+        return self._memo[key]
+
+    def _fit(self, family: str, k: int, pts: tuple[tuple[float, str, Config], ...]) -> DensityModel | None:
+        key = ("fit", family, k, tuple((b, cid) for b, cid, _ in pts))   # a config id names its config
+        fits = self._memo.setdefault("fits", collections.OrderedDict())
+        if key in fits:
+            fits.move_to_end(key)
+            return fits[key]
+        m = fits[key] = fit_ranked(pts, k, self._values(family), self.prereg)
+        if len(fits) > 64:
+            fits.popitem(last=False)
+        return m
+
     def model(self, race: "RaceState", family: str) -> DensityModel | None:
         """The model of the highest rung that has one (race results + history), or None."""
-        values = lever_values(self.space, family)
-        obs = race_observations(race, family) + tuple(o for o in self.history if o.config.family == family)
-        for k in reversed(range(len(race.config.rungs))):
-            m = fit_model(obs, k, values, self.prereg)
+        n = len(race.config.rungs)
+        per: list[list[tuple[float, Config]]] = [[] for _ in range(n)]   # what race_observations + history hold
+        for t in race.trials:
+            if t.config.family == family:
+                for k, r in enumerate(t.results[:n]):
+                    per[k].append((math.inf if r.bpb is None else float(r.bpb), t.config))
+        for o in self.history:
+            if o.config.family == family and 0 <= o.rung < n:
+                per[o.rung].append((o.bpb, o.config))
+        for k in reversed(range(n)):
+            m = self._fit(family, k, ranked(per[k]))
             if m is not None:
                 return m
         return None
@@ -242,13 +160,25 @@ class BOHBSampler:
         m = self.model(race, family)
         if m is None:
             return None, "no model"
-        values = lever_values(self.space, family)
-        cands = {c.config_id: c for c in self._candidates(rng, m, family, values) if c.config_id not in seen}
-        if not cands:
+        values = self._values(family)
+        if hasattr(self.space, "configs"):   # a finite space: every config of the family, by id, encoded once
+            key = ("table", family)
+            if key not in self._memo:
+                every = sorted({c.config_id: c for c in self._candidates(rng, m, family, values)}.values(),
+                               key=lambda c: c.config_id)
+                self._memo[key] = (every, np.stack([encode(c, values) for c in every]) if every else None)
+            every, x_every = self._memo[key]
+            fresh = [i for i, c in enumerate(every) if c.config_id not in seen]
+            cs, x = [every[i] for i in fresh], (x_every[fresh] if fresh else None)
+        else:
+            cands = {c.config_id: c for c in self._candidates(rng, m, family, values) if c.config_id not in seen}
+            cs = sorted(cands.values(), key=lambda c: c.config_id)
+            x = np.stack([encode(c, values) for c in cs]) if cs else None
+        if not cs:
             return None, f"model rung {m.rung + 1}: no unseen candidate"
-        cs = sorted(cands.values(), key=lambda c: c.config_id)
-        r = m.ratio(np.stack([encode(c, values) for c in cs]))
-        best = max(range(len(cs)), key=lambda i: (float(r[i]), -i))
+        r = m.ratio(x)
+        # the highest ratio, ties to the lowest id: np.argmax's first maximum (a NaN would order differently)
+        best = int(np.argmax(r)) if not np.isnan(r).any() else max(range(len(cs)), key=lambda i: (float(r[i]), -i))
         return cs[best], f"model rung {m.rung + 1}"
 
     def propose(self, state: BOHBState, race: "RaceState", family: str, n: int) -> Proposal:
@@ -274,7 +204,7 @@ class BOHBSampler:
                 models += 1
         fstate, extra = state.fallback, ()
         if n_random:
-            view = dataclasses.replace(race, seen_ids=frozenset(seen))
+            view = evolve(race, seen_ids=frozenset(seen))
             p = fb.propose(state.fallback, view, family, n_random)
             fstate, extra = p.state, _extra(fb, p)
             picked.extend(p.configs)

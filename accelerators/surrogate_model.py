@@ -25,7 +25,9 @@ point; failing that, the last validation BPB.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import math
 import warnings
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -155,11 +157,28 @@ class SurrogateModel:
         return cls(tuple(int(r) for r in rungs), tuple(point), tuple(band),
                    frozenset(e.config.config_id for e in examples))
 
+    @functools.cached_property
+    def _predicted(self) -> collections.OrderedDict:
+        """The latest predictions by what their features read (config, each rung's BPB and chunks): the boosters
+        are fixed once fitted, so a replay that reaches the same (config, rung) again gets the same numbers."""
+        return collections.OrderedDict()
+
     def predict(self, cfg: Config, results: Sequence[RungResult]) -> tuple[float, float, float]:
         """(prediction, low, high) of the top-rung BPB from the rungs reached so far (0 < len < n)."""
         k = len(results) - 1
         if not 0 <= k < len(self.point) or self.point[k] is None:
             raise V4Error(f"surrogate: no model fitted for rung {k + 1} (of rungs {list(self.rungs)})")
+        key = (cfg, tuple((r.bpb, tuple(r.train_curve)) for r in results))
+        memo = self._predicted
+        if key in memo:
+            memo.move_to_end(key)
+            return memo[key]
+        memo[key] = out = self._predict(cfg, results, k)
+        if len(memo) > 1 << 14:
+            memo.popitem(last=False)
+        return out
+
+    def _predict(self, cfg: Config, results: Sequence[RungResult], k: int) -> tuple[float, float, float]:
         x = np.array([features(cfg, results, k)], np.float32)
         last = float(results[k].bpb)
         p = last + float(self.point[k].inplace_predict(x).reshape(-1)[0])

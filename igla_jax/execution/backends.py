@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence, Union, runtime_ch
 
 from igla_jax.evidence.ledger_row import LedgerRow, normalize_row
 from igla_jax.execution.rows import RowMaker, board_add, event_from_row, promoted_row, prune_row, result_row
+from igla_jax.search.frozen import evolve
 from igla_jax.search.race import BudgetExhausted, Finish, Prune, Race, RaceError, RaceState, Score, Scored, Start
 from igla_jax.search.race_types import Confirm, RaceSummary, Reproduce, Train
 
@@ -267,7 +268,7 @@ class _IdOrderRecorder:
     def stamp(self, row: LedgerRow, t: float, note: str | None, meta: Mapping[str, Any] | None = None) -> LedgerRow:
         stamped = {**self.mark, "sim_time_s": round(t, 6), "arrival": next(self.arrival), **(meta or {})}
         text = f"{self.origin} from {self.mark.get('table')}" + (f": {note}" if note else "")
-        return dataclasses.replace(row, extra={**(row.extra or {}), self.tag: stamped}, note=text)
+        return evolve(row, extra={**(row.extra or {}), self.tag: stamped}, note=text)
 
     def resolve(self, aid: int, rows: list[LedgerRow]) -> None:
         self.waiting[aid] = rows
@@ -291,7 +292,7 @@ class _IdOrderRecorder:
         row = self.stamp(row, fin.finish_s, note, {"issued_s": round(fin.issued_s, 6), "start_s": round(fin.start_s, 6),
                                                    "worker": fin.worker, **fin.meta})
         # race time of a replay: the simulated clock at the finish (what a live row's extra.elapsed_s is)
-        row = dataclasses.replace(row, extra={**row.extra, "elapsed_s": round(fin.finish_s, 6)})
+        row = evolve(row, extra={**row.extra, "elapsed_s": round(fin.finish_s, 6)})
         promo = [self.promos.pop(a.action_id)] if a.action_id in self.promos else []
         self.resolve(a.action_id, promo + [row])
         return row

@@ -126,11 +126,15 @@ def event_for(a: Any, bpb: float | None, status: str, cost_s: float, test_bpb: f
 def event_from_row(a: Any, row: LedgerRow | Mapping[str, Any]) -> Any:
     """The race event answering `a`, read from its result row (a LedgerRow or the ledger's dict), so a live
     event and the one a resume reads back from the ledger are equal."""
-    d = row.to_dict() if isinstance(row, LedgerRow) else row
-    extra = d.get("extra") or {}
+    if isinstance(row, LedgerRow):   # the fields its to_dict() would hold, read without building it
+        bpb, status, wall, test, extra = row.bpb, row.status, row.wall_s, row.test_bpb, row.extra
+    else:
+        bpb, status, wall, test = row["bpb"], row["status"], row.get("wall_s"), row.get("test_bpb")
+        extra = row.get("extra")
+    extra = extra or {}
     t = extra.get("elapsed_s")
-    return event_for(a, d["bpb"], "diverged" if d["status"] == "diverged" else "ok", float(d.get("wall_s") or 0.0),
-                     d.get("test_bpb"), extra.get("train_curve", ()), None if t is None else float(t))
+    return event_for(a, bpb, "diverged" if status == "diverged" else "ok", float(wall or 0.0),
+                     test, extra.get("train_curve", ()), None if t is None else float(t))
 
 
 def elapsed_of(rows: Sequence[Mapping[str, Any]]) -> float:

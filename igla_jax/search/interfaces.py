@@ -150,6 +150,30 @@ def draw_fresh(rng: np.random.Generator, pick, seen: frozenset[str], n: int,
     return tuple(out)
 
 
+def draw_fresh_at(rng: np.random.Generator, size: int, at, seen: frozenset[str], n: int,
+                  tries: int) -> tuple[Config, ...]:
+    """`draw_fresh(rng, lambda r: at(int(r.integers(size))), seen, n, tries)`, the same configs, with the integers
+    drawn a block at a time: numpy's bounded integers come off the generator's stream one after another, so a
+    block holds the draws one-at-a-time calls would make (tests/test_race.py checks it); the generator is the
+    caller's own for this proposal, so what a block draws past the last one used is never read."""
+    out: list[Config] = []
+    ids: set[str] = set()
+    used, block = 0, 16
+    while used < tries and len(out) < n:
+        draws = rng.integers(size, size=min(block, tries - used)).tolist()
+        block *= 2
+        for i in draws:
+            used += 1
+            cfg = at(i)
+            cid = cfg.config_id
+            if cid not in seen and cid not in ids:
+                ids.add(cid)
+                out.append(cfg)
+                if len(out) == n:
+                    break
+    return tuple(out)
+
+
 @dataclasses.dataclass(frozen=True)
 class RandomSampler:
     """Uniform over the full 3^7 grid of the family, without repeating a config of the race."""
@@ -163,8 +187,7 @@ class RandomSampler:
         rng = np.random.default_rng([state.seed, state.draws])
         size = self.space.size(family)
         seen = frozenset(race.seen_ids)
-        pick = lambda r: self.space.config_at(family, int(r.integers(size)))  # noqa: E731
-        configs = draw_fresh(rng, pick, seen, n, tries=20 * size)
+        configs = draw_fresh_at(rng, size, lambda i: self.space.config_at(family, i), seen, n, tries=20 * size)
         return Proposal(dataclasses.replace(state, draws=state.draws + 1), configs)
 
 

@@ -26,16 +26,22 @@ with time read from the `elapsed_s` of the events. A sampler that runs out ends 
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from typing import Any, Sequence
 
 from igla_jax.evidence.verdict import Verdict
 from igla_jax.search.anytime import champion as best_at_top, fits, summarize
+from igla_jax.search.frozen import evolve
 from igla_jax.search.interfaces import Allocator, Filter, Pruner, RandomSampler, RoundRobin, Sampler
 from igla_jax.search.race_types import (Action, BudgetExhausted, Confirm, ConfirmDone, Counters, Event, Finish, Prune,
                                         RaceConfig, RaceError, RaceState, Reproduce, ReproduceDone, RungDone,
-                                        RungResult, Score, Scored, SeedRun, Start, Train, Trial)
+                                        RungResult, Score, Scored, SeedRun, Start, Train, Trial, trial_index)
+from igla_jax.search.race_rules import (ckpt as _ckpt, emit as _emit, finite_at_most as _finite_at_most, promotable,
+                                        promotion_cutoff as _promotion_cutoff,  # noqa: F401  (tests read it here)
+                                        rung_index, set_verdict as _set_verdict, with_new_trial, with_statuses,
+                                        with_trial as _with_trial)
 from igla_jax.search.search_space import Config
 
 __all__ = [
@@ -43,42 +49,6 @@ __all__ = [
     "BudgetExhausted", "ConfirmDone", "ReproduceDone", "Train", "Prune", "Confirm", "Reproduce",
     "Score", "Finish", "Trial", "RungResult", "SeedRun", "Counters", "Event", "Action", "summarize",
 ]
-
-
-def promotable(rung_results: Sequence[float], bpb: float, eta: int) -> bool:
-    """True when fewer than max(1, n // eta) of the n results at the rung are strictly better.
-
-    rung_results holds every result recorded at the rung, including this one (diverged = +inf);
-    so the best result at a rung is always promotable and a non-finite one never is.
-    """
-    if not math.isfinite(bpb):
-        return False
-    better = sum(1 for r in rung_results if r < bpb)
-    return better < max(1, len(rung_results) // eta)
-
-
-def _promotion_cutoff(rung_results: Sequence[float], eta: int) -> float:
-    """The m-th smallest result at a rung, m = max(1, n // eta): one sort per rung instead of a scan per trial.
-
-    Fewer than m results lie strictly below x exactly when the m-th smallest is >= x, so for finite x
-    promotable(rung_results, x, eta) == (x <= cutoff); a non-finite x is never promotable.
-    """
-    return sorted(rung_results)[max(1, len(rung_results) // eta) - 1] if rung_results else -math.inf
-
-
-def _finite_at_most(x: float, cut: float) -> bool:
-    return math.isfinite(x) and x <= cut
-
-
-def _bpb_or_inf(r: RungResult) -> float:
-    return math.inf if r.bpb is None else r.bpb
-
-
-def _set_verdict(verdicts: tuple, name: str, v: Verdict | None) -> tuple:
-    if v is None:
-        return verdicts
-    return tuple((n, x) for n, x in verdicts if n != name) + ((name, v),)
-
 
 _DONE_FOR = {RungDone: Train, Scored: Score, ConfirmDone: Confirm, ReproduceDone: Reproduce}
 
@@ -115,7 +85,7 @@ class Race:
         """Applies one event; returns the new state and the actions the executor must perform."""
         if state.phase == "finished":
             raise RaceError(f"event {type(event).__name__} arrived after the race finished")
-        state = dataclasses.replace(state, counters=state.counters.add(events=1))
+        state = evolve(state, counters=state.counters.add(events=1))
         if isinstance(event, Start):
             if state.phase != "init":
                 raise RaceError("Start event sent twice")
@@ -126,17 +96,17 @@ class Race:
                 v = getattr(role, "verdict", None) if role is not None else None
                 if isinstance(v, Verdict):
                     verdicts = _set_verdict(verdicts, role.name, v)
-            return self._advance(dataclasses.replace(state, phase="asha", verdicts=verdicts), [])
+            return self._advance(evolve(state, phase="asha", verdicts=verdicts), [])
         if isinstance(event, BudgetExhausted):
             # the executor's hard deadline (a pause, not the race's size): nothing is confirmed
-            state = dataclasses.replace(state, outstanding=(), stopped_by="deadline")
+            state = evolve(state, outstanding=(), stopped_by="deadline")
             return self._finish(state, [])
         if state.phase == "init":
             raise RaceError(f"event {type(event).__name__} before Start")
         state, action = self._pop(state, event)
         t = getattr(event, "elapsed_s", None)
         if t is not None and t > state.elapsed_s:
-            state = dataclasses.replace(state, elapsed_s=float(t))
+            state = evolve(state, elapsed_s=float(t))
         if isinstance(event, RungDone):
             state = self._record_rung(state, action, event)
         elif isinstance(event, Scored):
@@ -147,7 +117,7 @@ class Race:
         if c.budget_s is not None and not c.confirm and state.elapsed_s >= c.budget_s and state.phase == "asha":
             # no confirmation to reserve for (a replay): the race ends at its first result past the budget
             acts: list = []
-            state = self._begin_confirm(dataclasses.replace(state, outstanding=()), acts)
+            state = self._begin_confirm(evolve(state, outstanding=()), acts)
             return self._finish(state, acts)
         return self._advance(state, [])
 
@@ -161,7 +131,7 @@ class Race:
                     raise RaceError(f"RungDone {event!r} does not match its action {a!r}")
                 if isinstance(a, (Confirm, Reproduce)) and (a.seed, a.to_step) != (event.seed, event.step):
                     raise RaceError(f"{type(event).__name__} {event!r} does not match its action {a!r}")
-                return dataclasses.replace(state, outstanding=state.outstanding[:i] + state.outstanding[i + 1:]), a
+                return evolve(state, outstanding=state.outstanding[:i] + state.outstanding[i + 1:]), a
         raise RaceError(f"{type(event).__name__} for action {event.action_id}, which is not outstanding")
 
     def _record_rung(self, state: RaceState, a: Train, ev: RungDone) -> RaceState:
@@ -169,8 +139,8 @@ class Race:
         res = RungResult(rung=a.rung, step=a.to_step, bpb=float(ev.bpb) if ok else None, cost_s=float(ev.cost_s),
                          train_curve=tuple(ev.train_curve))
         status = "diverged" if not ok else ("done" if a.rung == len(state.config.rungs) - 1 else "waiting")
-        state = _with_trial(state, a.trial_id, lambda t: dataclasses.replace(t, status=status, results=t.results + (res,)))
-        return dataclasses.replace(state, counters=state.counters.add(
+        state = _with_trial(state, a.trial_id, lambda t: evolve(t, status=status, results=t.results + (res,)))
+        return evolve(state, counters=state.counters.add(
             steps=a.to_step - a.from_step, cost_s=float(ev.cost_s), diverged=0 if ok else 1))
 
     def _record_seed_run(self, state: RaceState, a: Any, ev: Any) -> RaceState:
@@ -180,8 +150,8 @@ class Race:
         run = SeedRun(kind=kind, seed=a.seed, step=a.to_step, bpb=float(ev.bpb) if ok else None,
                       cost_s=float(ev.cost_s), status="ok" if ok else "diverged",
                       test_bpb=float(test) if ok and test is not None else None)
-        return dataclasses.replace(state, seed_runs=state.seed_runs + (run,),
-                                   counters=state.counters.add(steps=a.to_step, cost_s=float(ev.cost_s)))
+        return evolve(state, seed_runs=state.seed_runs + (run,),
+                      counters=state.counters.add(steps=a.to_step, cost_s=float(ev.cost_s)))
 
     def _scored(self, state: RaceState, a: Score, ev: Scored) -> tuple[RaceState, tuple[Action, ...]]:
         if len(ev.scores) != len(a.candidates):
@@ -191,8 +161,8 @@ class Race:
         keep = tuple(bool(k) for k in dec.keep)
         if len(keep) != len(a.candidates):
             raise RaceError(f"filter {self.filter.name!r} returned {len(keep)} decisions for {len(a.candidates)} candidates")
-        state = dataclasses.replace(state, filter_state=dec.state,
-                                    verdicts=_set_verdict(state.verdicts, self.filter.name, dec.verdict))
+        state = evolve(state, filter_state=dec.state,
+                       verdicts=_set_verdict(state.verdicts, self.filter.name, dec.verdict))
         acts: list[Action] = []
         kept = tuple(c for c, k in zip(a.candidates, keep) if k)
         n_kept = len(kept)
@@ -203,8 +173,8 @@ class Race:
                     f"{self.filter.name}: score {float(s):.6g} outside the kept {n_kept} of {len(keep)}",
                     self.filter.name, float(s)))
                 acts.append(act)
-        state = dataclasses.replace(state, queue=state.queue + kept,
-                                    counters=state.counters.add(pruned=len(keep) - n_kept))
+        state = evolve(state, queue=state.queue + kept,
+                       counters=state.counters.add(pruned=len(keep) - n_kept))
         return self._advance(state, acts)
 
     # ------------------------------------------------------------------ scheduling
@@ -270,8 +240,8 @@ class Race:
             why = "exhausted" if fam in state.exhausted else "not a family of the race"
             raise RaceError(f"allocator {self.allocator.name!r} chose family {fam!r} ({why}), "
                             f"not one of the available {available}")
-        return dataclasses.replace(state, allocator_state=alloc.state,
-                                   verdicts=_set_verdict(state.verdicts, self.allocator.name, alloc.verdict)), fam
+        return evolve(state, allocator_state=alloc.state,
+                      verdicts=_set_verdict(state.verdicts, self.allocator.name, alloc.verdict)), fam
 
     def _propose(self, state: RaceState, family: str, n: int) -> tuple[RaceState, tuple[Config, ...]]:
         prop = self.sampler.propose(state.sampler_state, state, family, n)
@@ -282,7 +252,7 @@ class Race:
         verdicts = _set_verdict(state.verdicts, self.sampler.name, prop.verdict)
         for name, v in prop.extra_verdicts:
             verdicts = _set_verdict(verdicts, name, v)
-        return dataclasses.replace(
+        return evolve(
             state, sampler_state=prop.state, exhausted=exhausted,
             seen_ids=state.seen_ids | {c.config_id for c in configs}, verdicts=verdicts), configs
 
@@ -290,9 +260,8 @@ class Race:
         c = state.config
         tid = f"t{state.counters.started:04d}"
         trial = Trial(trial_id=tid, config=cfg, seed=c.search_seed, status="running")
-        state = dataclasses.replace(state, trials=state.trials + (trial,), queue=queue,
-                                    counters=state.counters.add(started=1),
-                                    allocator_state=self.allocator.credit(state.allocator_state, cfg.family))
+        state = evolve(with_new_trial(state, trial), queue=queue, counters=state.counters.add(started=1),
+                       allocator_state=self.allocator.credit(state.allocator_state, cfg.family))
         state, act = _emit(state, lambda i: Train(
             i, tid, cfg, c.search_seed, 0, 0, c.rungs[0], c.rungs[-1], None, _ckpt(tid, c.rungs[0]) if len(c.rungs) > 1 else None,
             None, None))
@@ -302,15 +271,18 @@ class Race:
     def _next_promotion(self, state: RaceState) -> Trial | None:
         c = state.config
         draining = not self._can_start(state)
+        idx = rung_index(state)
         for k in reversed(range(len(c.rungs) - 1)):
-            at_k = [_bpb_or_inf(t.results[k]) for t in state.trials if len(t.results) > k]
+            at_k = idx.at[k]   # sorted: the cutoff is an index into it
             if len(at_k) < c.eta and not draining:
                 continue
-            cut = _promotion_cutoff(at_k, c.eta)
-            cands = [t for t in state.trials if t.status == "waiting" and len(t.results) == k + 1
-                     and _finite_at_most(_bpb_or_inf(t.results[k]), cut) and fits(state, t)]
-            if cands:
-                return min(cands, key=lambda t: (t.results[k].bpb, t.trial_id))
+            cut = at_k[max(1, len(at_k) // c.eta) - 1] if at_k else -math.inf   # = _promotion_cutoff(at_k, eta)
+            for b, tid in idx.waiting[k]:   # the trials waiting at rung k, best first (ties by trial id)
+                if not _finite_at_most(b, cut):
+                    break                   # the rest are no better: none of them is promotable
+                t = state.trials[trial_index(state.trials, tid)]
+                if fits(state, t):          # the best promotable trial that fits the budget
+                    return t
         return None
 
     def _promote(self, state: RaceState, t: Trial, acts: list) -> RaceState:
@@ -319,19 +291,19 @@ class Race:
         if self.pruner is not None:
             dec = self.pruner.judge(state.pruner_state, state, t)
             j = dec.judgement
-            state = dataclasses.replace(state, pruner_state=dec.state,
-                                        verdicts=_set_verdict(state.verdicts, self.pruner.name, dec.verdict))
+            state = evolve(state, pruner_state=dec.state,
+                           verdicts=_set_verdict(state.verdicts, self.pruner.name, dec.verdict))
             if j.prune:
-                if r.bpb == min(_bpb_or_inf(x.results[k]) for x in state.trials if len(x.results) > k):
+                if r.bpb == rung_index(state).at[k][0]:   # the best result at rung k
                     raise RaceError(f"pruner {self.pruner.name!r} pruned {t.trial_id}, the best trial at rung {k + 1}")
-                state = _with_trial(state, t.trial_id, lambda x: dataclasses.replace(x, status="pruned"))
+                state = _with_trial(state, t.trial_id, lambda x: evolve(x, status="pruned"))
                 v = dict(state.verdicts).get(self.pruner.name)
                 state, act = _emit(state, lambda i: Prune(i, t.trial_id, t.config, t.seed, r.step, r.bpb,
                                                           j.reason, self.pruner.name, float(j.score), j.interval,
                                                           v.line() if v is not None else None))
                 acts.append(act)
-                return dataclasses.replace(state, counters=state.counters.add(pruned=1))
-        state = _with_trial(state, t.trial_id, lambda x: dataclasses.replace(x, status="running"))
+                return evolve(state, counters=state.counters.add(pruned=1))
+        state = _with_trial(state, t.trial_id, lambda x: evolve(x, status="running"))
         nxt = k + 1
         save = _ckpt(t.trial_id, c.rungs[nxt]) if nxt < len(c.rungs) - 1 else None
         state, act = _emit(state, lambda i: Train(i, t.trial_id, t.config, t.seed, nxt, r.step, c.rungs[nxt],
@@ -343,26 +315,30 @@ class Race:
         c = state.config
         champ = best_at_top(state)
         stop = "budget" if self._start_limit(state) == "budget" else None
+        at = rung_index(state).at   # every rung's results, sorted (statuses change below, results do not)
+        pruned = []
         for t in state.trials:
             if t.status != "waiting" or (champ is not None and t.trial_id == champ.trial_id):
                 continue
             k = len(t.results) - 1
-            at_k = sorted(_bpb_or_inf(x.results[k]) for x in state.trials if len(x.results) > k)
             r = t.results[k]
-            rank = 1 + sum(1 for b in at_k if b < r.bpb)
-            state = _with_trial(state, t.trial_id, lambda x: dataclasses.replace(x, status="pruned"))
+            rank = 1 + bisect.bisect_left(at[k], r.bpb)   # 1 + the results strictly better
+            pruned.append(t.trial_id)
             state, act = _emit(state, lambda i: Prune(
                 i, t.trial_id, t.config, t.seed, r.step, r.bpb,
-                f"asha: not promoted past rung {k + 1} of {len(c.rungs)} (rank {rank} of {len(at_k)} at step {r.step})",
+                f"asha: not promoted past rung {k + 1} of {len(c.rungs)} (rank {rank} of {len(at[k])} "
+                f"at step {r.step})",
                 "asha", r.bpb))
             acts.append(act)
-            state = dataclasses.replace(state, counters=state.counters.add(pruned=1))
+        if pruned:
+            state = evolve(with_statuses(state, "pruned", frozenset(pruned)),
+                           counters=state.counters.add(pruned=len(pruned)))
         if champ is None:
-            return dataclasses.replace(state, phase="confirm", stopped_by=state.stopped_by or stop)
+            return evolve(state, phase="confirm", stopped_by=state.stopped_by or stop)
         # the champion ends its climb here (status done), at the highest rung reached
-        state = _with_trial(state, champ.trial_id, lambda x: dataclasses.replace(x, status="done"))
-        state = dataclasses.replace(state, phase="confirm", champion=champ.trial_id,
-                                    stopped_by=state.stopped_by or stop)
+        state = _with_trial(state, champ.trial_id, lambda x: evolve(x, status="done"))
+        state = evolve(state, phase="confirm", champion=champ.trial_id,
+                       stopped_by=state.stopped_by or stop)
         if not c.confirm:
             return state
         step = champ.results[-1].step
@@ -375,25 +351,8 @@ class Race:
         return state
 
     def _finish(self, state: RaceState, acts: list) -> tuple[RaceState, tuple[Action, ...]]:
-        state = dataclasses.replace(state, phase="finished", outstanding=(),
-                                    stopped_by=state.stopped_by or "complete")
+        state = evolve(state, phase="finished", outstanding=(),
+                       stopped_by=state.stopped_by or "complete")
         state, act = _emit(state, lambda i: Finish(i, summarize(state)), track=False)
         acts.append(act)
         return state, tuple(acts)
-
-
-def _ckpt(trial_id: str, step: int) -> str:
-    """Logical checkpoint name; the executor resolves it under --out/ckpt."""
-    return f"{trial_id}/step_{step}"
-
-
-def _with_trial(state: RaceState, tid: str, fn) -> RaceState:
-    return dataclasses.replace(state, trials=tuple(fn(t) if t.trial_id == tid else t for t in state.trials))
-
-
-def _emit(state: RaceState, make, *, track: bool | None = None) -> tuple[RaceState, Any]:
-    """Numbers a new action; Train/Score/Confirm/Reproduce stay outstanding until their event."""
-    act = make(state.next_action_id)
-    keep = isinstance(act, (Train, Score, Confirm, Reproduce)) if track is None else track
-    return dataclasses.replace(state, next_action_id=state.next_action_id + 1,
-                               outstanding=state.outstanding + ((act,) if keep else ())), act

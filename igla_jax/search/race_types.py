@@ -7,6 +7,7 @@ import math
 from typing import Any, Union
 
 from igla_jax.evidence.verdict import Verdict
+from igla_jax.search.frozen import evolve
 from igla_jax.search.search_space import Config
 from igla_jax.training.models.config import FAMILIES
 
@@ -96,7 +97,7 @@ class Counters:
     cost_s: float = 0.0
 
     def add(self, **kw: Any) -> "Counters":
-        return dataclasses.replace(self, **{k: getattr(self, k) + v for k, v in kw.items()})
+        return evolve(self, **{k: getattr(self, k) + v for k, v in kw.items()})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,6 +294,15 @@ Action = Union[Train, Prune, Confirm, Reproduce, Score, Finish]
 
 
 @dataclasses.dataclass(frozen=True)
+class RungIndex:
+    """Every rung's results, sorted (diverged = +inf), and the trials waiting at each rung as sorted (bpb, trial id):
+    a function of `of`, the trials tuple it was made for (igla_jax.search.race_rules keeps it)."""
+    of: tuple[Trial, ...]
+    at: tuple[tuple[float, ...], ...]
+    waiting: tuple[tuple[tuple[float, str], ...], ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class RaceState:
     """The whole search state; rung membership, counters and plugin states all live here."""
     config: RaceConfig
@@ -313,9 +323,21 @@ class RaceState:
     pruner_state: Any = None
     filter_state: Any = None
     elapsed_s: float = 0.0             # race time of the latest event that carried one
+    # what promotions read, derived from `trials` and kept with them (igla_jax.search.race_rules.rung_index):
+    # used only while it describes this very trials tuple, rebuilt otherwise; not part of the state's value
+    ladder: "RungIndex | None" = dataclasses.field(default=None, compare=False, repr=False)
 
     def trial(self, trial_id: str) -> Trial:
-        for t in self.trials:
-            if t.trial_id == trial_id:
-                return t
-        raise KeyError(trial_id)
+        i = trial_index(self.trials, trial_id)
+        if i is None:
+            raise KeyError(trial_id)
+        return self.trials[i]
+
+
+def trial_index(trials: tuple[Trial, ...], trial_id: str) -> int | None:
+    """Where the trial is in `trials` (None: not there). The race starts trial t<n> as its n-th, so that place is
+    tried first; any other order is scanned."""
+    n = trial_id[1:]
+    if trial_id[:1] == "t" and n.isdigit() and int(n) < len(trials) and trials[int(n)].trial_id == trial_id:
+        return int(n)
+    return next((i for i, t in enumerate(trials) if t.trial_id == trial_id), None)

@@ -95,9 +95,10 @@ class Config:
             raise SearchSpaceError(f"Config.dropout={self.dropout!r}: must lie in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        if not self.curriculum:
-            del d["curriculum"]   # off: the dict (and the id) of every config from before V7
+        """The fields in order, as `dataclasses.asdict` gives them (every value is a str, int, float or bool)."""
+        d = {f: getattr(self, f) for f in _DICT_FIELDS}
+        if self.curriculum:
+            d["curriculum"] = True   # off: absent, the dict (and the id) of every config from before V7
         return d
 
     def canonical_json(self) -> str:
@@ -134,6 +135,8 @@ class Config:
         return (f"{self.family} w{self.width} d{self.depth} lr{self.lr:g} b{self.beta:g} "
                 f"wu{self.warmup:g} wd{self.wd:g} do{self.dropout:g}" + (" +curriculum" if self.curriculum else ""))
 
+
+_DICT_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "curriculum")
 
 def config_from_dict(d: Mapping[str, Any], *, source: str = "config") -> Config:
     """Parses a config dict (e.g. a ledger row's 'config'); errors name `source`."""
