@@ -138,6 +138,7 @@ class Config:
 
 _DICT_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "curriculum")
 
+
 def config_from_dict(d: Mapping[str, Any], *, source: str = "config") -> Config:
     """Parses a config dict (e.g. a ledger row's 'config'); errors name `source`."""
     keys = set(d) if isinstance(d, Mapping) else None
