@@ -127,7 +127,8 @@ class Executor:
         its trials train in this process, so the programs it compiles are the ones they use)."""
         ahead = CompileAhead(runner.warm, runner.shape_key)
         race, user = self.race, self.on_event
-        ahead.offer(upcoming(race, race.step(race.init(), Start())[0], AHEAD))   # step is pure: the state run_loop starts from
+        if not self.answers:   # step is pure: this is the state run_loop starts from (a resume's first trials ran)
+            ahead.offer(upcoming(race, race.step(race.init(), Start())[0], AHEAD))
 
         replaying = [len(self.answers)]   # a resume first feeds the recorded results: their trials are not trained
 
