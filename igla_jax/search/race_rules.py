@@ -116,7 +116,7 @@ def reindexed(idx: RungIndex, changes: Sequence[tuple[Trial | None, Trial | None
                 at[k] = _insert(at[k], b)
         wo = _waiting_entry(old, n) if old is not None else None
         wn = _waiting_entry(new, n) if new is not None else None
-        if wo != wn:
+        if wo != wn or (wo is not None and len(ro) != len(rn)):   # the same entry at another rung moves too
             if wo is not None:
                 waiting[len(ro) - 1] = _remove(waiting[len(ro) - 1], wo)
             if wn is not None:
