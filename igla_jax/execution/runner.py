@@ -49,11 +49,14 @@ class ActionRunner:
     def ckpt(self, name: str | None) -> Path | None:
         return None if name is None else self.out / "ckpt" / f"{name}.msgpack"
 
+    def model_config(self, config: Any) -> Any:
+        """The model a config builds at this race's context and head width."""
+        return config.to_model_config(context=self.shape.context, head_dim=self.shape.space.head_dim)
+
     def configs(self, a: Any) -> tuple[Any, Any]:
-        s = self.shape
-        mc = a.config.to_model_config(context=s.context, head_dim=s.space.head_dim)
         horizon = a.total_steps if isinstance(a, Train) else (a.total_steps or a.to_step)
-        return mc, a.config.to_train_config(seed=a.seed, total_steps=horizon, batch=s.batch)
+        return self.model_config(a.config), a.config.to_train_config(seed=a.seed, total_steps=horizon,
+                                                                    batch=self.shape.batch)
 
     def key(self, a: Any) -> tuple:
         """Actions with one key can share a compiled program (dropout and the EMA beta are traced; the V7
@@ -62,19 +65,16 @@ class ActionRunner:
 
     def shape_key(self, config: Any) -> tuple:
         """What a new trial of this config compiles: its model shape, the batch and whether it has a curriculum."""
-        s = self.shape
-        mc = config.to_model_config(context=s.context, head_dim=s.space.head_dim)
-        return mc.shape(), s.batch, bool(getattr(config, "curriculum", False))
+        return self.model_config(config).shape(), self.shape.batch, bool(getattr(config, "curriculum", False))
 
     def can_warm(self) -> bool:
         return hasattr(self._trainer(), "warm_programs")
 
     def warm(self, config: Any) -> float:
         """Compiles a new trial's programs for this config ahead of its Train (seconds spent; 0: already there)."""
-        s = self.shape
-        mc = config.to_model_config(context=s.context, head_dim=s.space.head_dim)
         # seed and horizon are traced values, not part of the program: any will do
-        return self._trainer().warm_programs(mc, config.to_train_config(seed=0, total_steps=1000, batch=s.batch))
+        return self._trainer().warm_programs(self.model_config(config),
+                                             config.to_train_config(seed=0, total_steps=1000, batch=self.shape.batch))
 
     def pays(self, actions: list) -> bool:
         tr = self._trainer()
