@@ -14,6 +14,7 @@ round robin with a one-sided Wilcoxon signed-rank test at alpha / bonferroni_n.
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import os
@@ -56,7 +57,12 @@ def mid_rank_rewards(bpbs: Sequence[float | None]) -> tuple[float, ...]:
     m = len(x)
     if m == 1:
         return (0.5,)
-    return tuple((sum(1.0 for b in x if b > a) + 0.5 * (sum(1.0 for b in x if b == a) - 1)) / (m - 1) for a in x)
+    xs = sorted(x)   # the counts above and level by bisection (exact integers, so the same floats as summing 1.0s)
+    out = []
+    for a in x:
+        lo, hi = bisect.bisect_left(xs, a), bisect.bisect_right(xs, a)
+        out.append(((m - hi) + 0.5 * ((hi - lo) - 1)) / (m - 1))
+    return tuple(out)
 
 
 def family_stats(race: "RaceState", families: Sequence[str], *, window_trials: int,

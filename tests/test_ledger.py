@@ -288,3 +288,33 @@ def test_repeated_row_line_numbers_count_isolated_lines(tmp_path):
     assert read_ledger(path).line_numbers == (1, 4)
     with pytest.raises(LedgerError, match=r"new row \(line 5\).*of line 4"):
         led.append(_row(event_id=1))
+
+
+def test_falsify_the_fast_strict_json_check_never_vouches_for_what_json_rejects():
+    """normalize_row encodes a row only when the fast check cannot vouch for it: the check must never say yes
+    where json.dumps(allow_nan=False) fails, and a row with a non-finite or non-JSON value is still refused."""
+    import math
+
+    import numpy as np
+
+    from igla_jax.evidence.ledger_row import _plainly_strict_json, normalize_row
+    loop: list = []
+    loop.append(loop)
+    cases = [1, 2.5, "x", None, True, [1.0, 2.0], [1.0, None], (1, 2), {"a": {"b": [0.5]}}, [[[[]]]],
+             math.nan, [1.0, math.inf], {"a": {"b": [math.nan]}}, {1: 2}, {"a": np.float64(1.0)},
+             {"a": np.int64(3)}, [1e308, 1e308], {"a": object()}, loop]
+    for v in cases:
+        try:
+            json.dumps(v, allow_nan=False)
+            ok = True
+        except (TypeError, ValueError):
+            ok = False
+        assert ok or not _plainly_strict_json(v), v
+    assert _plainly_strict_json({"extra": {"train_curve": [3.2, 3.1], "replayed": {"arrival": 3}}})
+    row = dict(ts="2026-01-01T00:00:00+00:00", sha="0" * 40, dirty=False, run_id="r", config_id="c", config={},
+               family="attn", seed=1, step=1, bpb=2.0, status="trained")
+    assert normalize_row(row) == row
+    for bad in ({"curve": [1.0, math.inf]}, {"x": np.int64(3)}, {"x": object()}):
+        with pytest.raises(LedgerError, match="strict JSON"):
+            normalize_row({**row, "extra": bad})
+    assert normalize_row({**row, "extra": {"x": np.float64(1.5)}})["extra"] == {"x": 1.5}   # json's own verdict

@@ -92,6 +92,19 @@ def test_ucb1_is_deterministic_and_replay_identical():
     assert a.state.allocator_state == b.state.allocator_state and a.state.allocator_state.mode in ("ucb1", "explore")
 
 
+def test_rewards_by_bisection_are_the_pairwise_counts_bit_for_bit():
+    """mid_rank_rewards counts by bisection; the definition counts every pair: the same floats, ties and inf included."""
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n = int(rng.integers(1, 60))
+        pool = [None, math.nan, math.inf, 1.0, 2.0] + list(rng.random(3))
+        bpbs = [pool[int(i)] for i in rng.integers(len(pool), size=n)]
+        x = [math.inf if b is None or math.isnan(b) else b for b in bpbs]
+        want = (0.5,) if n == 1 else tuple((sum(1.0 for b in x if b > a) + 0.5 * (sum(1.0 for b in x if b == a) - 1))
+                                           / (n - 1) for a in x)
+        assert [v.hex() for v in mid_rank_rewards(bpbs)] == [v.hex() for v in want]
+
+
 def test_ties_break_by_family_order_and_rewards_are_ranks():
     assert mid_rank_rewards([2.0, 1.0, None, 1.0]) == (1 / 3, 2.5 / 3, 0.0, 2.5 / 3)
     assert mid_rank_rewards([1.7]) == (0.5,)

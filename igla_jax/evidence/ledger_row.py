@@ -143,6 +143,9 @@ def _check_score(v: Any) -> str | None:
     return f"must be a finite number or a non-empty object of scores, got {v!r}"
 
 
+_STATUS_WHAT = f"must be one of {sorted(STATUSES)}"
+
+
 def _field_errors(d: Mapping[str, Any]) -> tuple[str, str] | None:
     """(field, what is wrong) for the first invalid field of a row dict, or None."""
     for k in REQUIRED:
@@ -160,7 +163,7 @@ def _field_errors(d: Mapping[str, Any]) -> tuple[str, str] | None:
         ("family", _nonempty_str(d["family"]), "must be a non-empty string"),
         ("seed", _is_int(d["seed"]), "must be an integer"),
         ("step", _is_int(d["step"]) and d["step"] >= 0, "must be an integer >= 0"),
-        ("status", d["status"] in STATUSES, f"must be one of {sorted(STATUSES)}"),
+        ("status", d["status"] in STATUSES, _STATUS_WHAT),
         ("bpb", d["bpb"] is None or (_is_num(d["bpb"]) and math.isfinite(d["bpb"]) and d["bpb"] > 0),
          "must be a finite number > 0 or null (bits per byte: a cross-entropy, never <= 0)"),
     ]
@@ -231,8 +234,40 @@ def normalize_row(row: LedgerRow | Mapping[str, Any]) -> dict[str, Any]:
     bad = _field_errors(d)
     if bad:
         raise LedgerError(f"field '{bad[0]}' {bad[1]}")
-    try:
-        json.dumps(d, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise LedgerError(f"row is not strict JSON: {e}") from None
+    if not _plainly_strict_json(d):   # only what the fast check cannot vouch for is encoded to find out
+        try:
+            json.dumps(d, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise LedgerError(f"row is not strict JSON: {e}") from None
     return d
+
+
+_JSON_SCALARS = frozenset({str, int, bool, type(None)})
+_JSON_NESTED = frozenset({dict, list, tuple})
+
+
+def _plainly_strict_json(v: Any, depth: int = 0) -> bool:
+    """True only when `json.dumps(v, allow_nan=False)` certainly succeeds: built-in str, int, bool, None, finite
+    floats, and lists, tuples and str-keyed dicts of them, at most 32 deep; False means "encode it to know".
+    Types are read a container at a time and its floats summed (finite when their sum is; an overflow asks json)."""
+    t = type(v)
+    if t in _JSON_SCALARS:
+        return True
+    if t is float:
+        return math.isfinite(v)
+    if t not in _JSON_NESTED or depth >= 32:
+        return False
+    if t is dict:
+        if not set(map(type, v)) <= {str}:
+            return False
+        v = v.values()
+    kinds = set(map(type, v))
+    if float in kinds:
+        if not math.isfinite(sum(x for x in v if type(x) is float)):
+            return False
+        kinds.discard(float)
+    if kinds <= _JSON_SCALARS:
+        return True
+    if not kinds <= _JSON_SCALARS | _JSON_NESTED:
+        return False
+    return all(_plainly_strict_json(x, depth + 1) for x in v if type(x) in _JSON_NESTED)
