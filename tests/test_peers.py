@@ -233,13 +233,14 @@ def test_hpbandster_with_exact_truncnorm_replays_the_same_trajectory(workers, re
     assert fast == run_hpbandster(TABLE, repeat, workers, budget, stock=True)
 
 
-@pytest.mark.parametrize("searcher, workers", [("asha", 1), ("asha", 4), ("bohb", 1), ("bohb", 4), ("cqr", 4),
-                                              ("bore", 4)])
-def test_synetune_sim_tuner_replays_the_stock_tuners_trajectory(searcher, workers):
+# CQR and BORE: one repeat each (their stock runs took 100-200 s a repeat; one repeat checks the same code path)
+@pytest.mark.parametrize("searcher, workers, repeats", [("asha", 1, 2), ("asha", 4, 2), ("bohb", 1, 2), ("bohb", 4, 2),
+                                                        ("cqr", 4, 1), ("bore", 4, 1)])
+def test_synetune_sim_tuner_replays_the_stock_tuners_trajectory(searcher, workers, repeats):
     """No real sleep and a counting status change nothing Syne Tune decides."""
     tool("synetune_asha")
     from experiments.harness.peers_synetune import run_synetune
-    for repeat in (0, 1):
+    for repeat in range(repeats):
         fast = run_synetune(TABLE, repeat, workers, 300.0, searcher=searcher, method=f"synetune_{searcher}")
         assert fast.completions
         assert fast == run_synetune(TABLE, repeat, workers, 300.0, searcher=searcher, method=f"synetune_{searcher}",
