@@ -133,23 +133,24 @@ def test_amendments_are_versioned_dated_and_keep_v1_constants():
     # golden: pre-registration v7 (v5: V3, V4, V7 constants; v6: V6's round-robin baseline; v7: the anytime
     # race's reserve and V5's uncapped judging point); update only with a new dated amendment
     p = load_prereg()
-    assert p.version == 12 and p.date == "2026-12-07" and len(p.amendments) == 12
-    assert [a["version"] for a in p.amendments] == list(range(1, 13)) and "selection" in p.amendments[1]["why"]
+    assert p.version == 13 and p.date == "2026-12-08" and len(p.amendments) == 13
+    assert [a["version"] for a in p.amendments] == list(range(1, 14)) and "selection" in p.amendments[1]["why"]
     assert p.harness_regret_cap == 1.0 and "anytime regret" in p.amendments[7]["what"]
     assert p.confirm_reserve_margin == 1.25 and "anytime" in p.amendments[6]["what"]
     assert "--plan-seed 1" in p.amendments[8]["what"] and "read once" in p.amendments[8]["what"]
     assert p.bohb_regret_at_budget == 0.1 and "curves_tenth_plan1.jsonl" in p.amendments[9]["what"]
+    assert "v2_filter_study" in p.amendments[12]["what"] and "Declared after seeing" in p.amendments[12]["why"]
     assert (p.phi_explore_share, p.phi_judge_fraction, p.lr_transfer_max_shift, p.filter_score_pool,
             p.bootstrap_level) == (0.5, 0.55, 1, 10, 0.95)
     assert p.phi_top_fraction == 0.1 and p.surrogate_prune_fraction == 0.6  # v1 constants kept
 
 
 @pytest.mark.parametrize("mutate, field", [
-    (lambda d: d.update(version=13), "amendments"),
+    (lambda d: d.update(version=14), "amendments"),
     (lambda d: d.update(date="26/11/2026"), "date"),
     (lambda d: d["amendments"][1].update(why=""), "amendments[1].why"),
-    (lambda d: d["amendments"][1].update(version=13), "amendments[1].version"),
-    (lambda d: d["amendments"][-1].update(date="2026-12-08"), "date"),
+    (lambda d: d["amendments"][1].update(version=14), "amendments[1].version"),
+    (lambda d: d["amendments"][-1].update(date="2026-12-09"), "date"),
     (lambda d: d.pop("amendments"), "amendments"),
 ])
 def test_amendment_record_is_validated(tmp_path, mutate, field):

@@ -123,3 +123,12 @@ def test_cli_table_json_and_exit_code(tmp_path, capsys):
     assert all(set(m) >= {"mode", "input", "expected", "observed", "rule"} for m in data["modes"])
     assert needle_falsify.main(["--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+def test_the_witness_repository_is_the_same_every_run(tmp_path):
+    """Fixed commit names and dates: two contexts made apart get the same leaky and clean shas."""
+    import time
+    a = W.make_context(tmp_path / "a")
+    time.sleep(1.1)   # git dates have one-second resolution; without fixed dates the shas would differ
+    b = W.make_context(tmp_path / "b")
+    assert (a.leaky, a.clean) == (b.leaky, b.clean) and a.leaky != a.clean

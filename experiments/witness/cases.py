@@ -68,8 +68,10 @@ class Outcome:
 
 # ------------------------------------------------------------------------------------ context
 def _git(repo: Path, *args: str) -> str:
+    """git in the witness's own repository; fixed names and dates, so its commits' shas are the same every run."""
     env = {**os.environ, "GIT_AUTHOR_NAME": "w", "GIT_AUTHOR_EMAIL": "w@w", "GIT_COMMITTER_NAME": "w",
-           "GIT_COMMITTER_EMAIL": "w@w", "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(repo)}
+           "GIT_COMMITTER_EMAIL": "w@w", "GIT_AUTHOR_DATE": "2026-01-01T00:00:00+0000",
+           "GIT_COMMITTER_DATE": "2026-01-01T00:00:00+0000", "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(repo)}
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
                           env=env).stdout.strip()
 
