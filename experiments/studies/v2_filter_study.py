@@ -99,7 +99,7 @@ def control_scores(true: np.ndarray, params: np.ndarray, seed: int) -> dict[str,
             "informed": -true + 0.1 * rng.standard_normal(true.size)}
 
 
-def table_inputs(table_path: Path) -> tuple[list[str], np.ndarray, dict[str, np.ndarray], int]:
+def table_inputs(table_path: Path) -> tuple[list[str], np.ndarray, dict[str, np.ndarray], float]:
     """(config ids, true BPBs, every proxy per config, seconds spent scoring) of a table's primary-seed configs."""
     from accelerators.zero_cost_proxies import score_models
     from experiments import harness as H
@@ -117,15 +117,18 @@ def table_inputs(table_path: Path) -> tuple[list[str], np.ndarray, dict[str, np.
     ids = list(tr.ids)
     cfgs = [config_from_dict(prim[c]["config"], source=f"table config {c}").to_model_config(
         context=m["context"], head_dim=m["space"]["head_dim"]) for c in ids]
+    print(f"scoring {len(ids)} configs' proxies at init (about 4-5 min on 2 CPU cores)...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     sc = score_models(cfgs, [int(prim[c]["seed"]) for c in ids], batch=m["batch"])
     true = np.where(np.isfinite(tr.true_bpb), tr.true_bpb, UNIFORM_BPB)
-    return ids, true, {p: np.asarray(sc[p], np.float64) for p in ("params", *COMBOS)}, round(time.perf_counter() - t0, 1)
+    secs = round(time.perf_counter() - t0, 1)
+    return ids, true, {p: np.asarray(sc[p], np.float64) for p in ("params", *COMBOS)}, secs
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m experiments.v2_filter_study", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--table", type=Path, default=ROOT / "assertions" / "curves_tenth.jsonl",
                     help="a recorded curve table (default: the development table)")
     ap.add_argument("--permutations", type=int, default=100, help="seeded splits into disjoint pools (default 100)")
@@ -149,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CurveError, OSError, ValueError, KeyError) as e:
         print(f"error: {a.table}: {e}", file=sys.stderr)
         return 2
-    res.update(table=str(a.table), table_sha256=hashlib.sha256(a.table.read_bytes()).hexdigest(), configs=len(ids), pool=pool, kept=keep, alpha_per_arm=pr.alpha_per_arm,
-               scoring_s=secs, command="python -m experiments.v2_filter_study --table "
-                                       f"{a.table} --permutations {a.permutations} --seed {a.seed}")
+    res.update(table=str(a.table), table_sha256=hashlib.sha256(a.table.read_bytes()).hexdigest(), configs=len(ids),
+               pool=pool, kept=keep, alpha_per_arm=pr.alpha_per_arm, scoring_s=secs,
+               command=f"python -m experiments.v2_filter_study --table {a.table} --permutations {a.permutations} "
+                       f"--seed {a.seed}")
     print(f"{a.table}: {len(ids)} configs scored in {secs} s; pools of {pool}, {keep} kept; "
           f"{res['pools_per_permutation']} disjoint pools x {a.permutations} permutations")
     print(f"{'filter':<26} {'mean pool regret':>16} {'pool best kept':>14} {'p vs params':>12} {'pass rate':>9}")
