@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[2]
 COMBOS = ("synflow", "grad_norm", "ensemble")
@@ -44,6 +43,7 @@ def keep_top(ids: Sequence[str], score: np.ndarray, n_keep: int) -> np.ndarray:
 def pool_regrets(ids: Sequence[str], true: np.ndarray, scores: Mapping[str, np.ndarray], *, pool: int,
                  n_keep: int, seed: int) -> dict[str, np.ndarray]:
     """Per disjoint pool of one seeded permutation: each filter's pool regret (filters 'params', 'params+P')."""
+    from accelerators.zero_cost_proxies import mean_rank
     n = len(ids)
     if pool < 1 or n_keep < 1 or n_keep > pool or n < pool:
         raise ValueError(f"pool_regrets: need 1 <= n_keep <= pool <= configs, got n_keep={n_keep}, pool={pool}, "
@@ -55,13 +55,12 @@ def pool_regrets(ids: Sequence[str], true: np.ndarray, scores: Mapping[str, np.n
         pid = [ids[i] for i in idx]
         best = float(true[idx].min())
         ranked = {"params": scores["params"][idx]}
-        r_params = stats.rankdata(scores["params"][idx])
         for p in scores:
             if p != "params":
                 own = scores[p][idx]
                 if p == "ensemble" and {"synflow", "grad_norm"} <= set(scores):   # re-ranked within the pool
-                    own = (stats.rankdata(scores["synflow"][idx]) + stats.rankdata(scores["grad_norm"][idx])) / 2.0
-                ranked[f"params+{p}"] = (r_params + stats.rankdata(own)) / 2.0
+                    own = mean_rank(scores["synflow"][idx], scores["grad_norm"][idx])
+                ranked[f"params+{p}"] = mean_rank(scores["params"][idx], own)
         for name, s in ranked.items():
             out[name].append(float(true[idx][keep_top(pid, s, n_keep)].min()) - best)
     return {k: np.array(v) for k, v in out.items()}
